@@ -1,0 +1,74 @@
+"""The queues (SPEC §4), through kombu only: RabbitMQ or the embedded durable queue.
+
+``Broker`` is what the rest of the daemon holds: ``publish`` (durable when it
+returns, else ``BrokerError``), ``consume`` (a ``Consumer`` calling a handler
+with each ``Delivery``), ``depth``. Which broker it is comes from the URL
+(``rabbitmq-address``); no caller can tell them apart.
+
+    publisher.py   pooled, confirmed publishing; delays
+    consumer.py    prefetch, ack / reject / requeue-with-delay, reconnects
+    topology.py    durable queues, the exchange, RabbitMQ delay queues
+    embedded.py    the kombu transport of the embedded queue
+    store.py       its SQLite storage: group commit, delayed messages, wake-ups
+    codec.py       the message JSON
+"""
+
+from mailerq_gevent import logs
+from mailerq_gevent.broker import connection
+from mailerq_gevent.broker.consumer import Consumer, Delivery
+from mailerq_gevent.broker.publisher import BrokerError, Publisher
+
+__all__ = ["Broker", "BrokerError", "Consumer", "Delivery"]
+
+log = logs.get(__name__)
+
+
+class Broker:
+    def __init__(self, url, exchange="", pool_size=8, timeout=30.0):
+        self.url, self.exchange = url, exchange
+        self.embedded = connection.is_embedded(url)
+        self.publisher = Publisher(url, exchange, size=pool_size, timeout=timeout)
+        self._consumers = []
+
+    @classmethod
+    def from_config(cls, conf):
+        return cls(conf.rabbitmq_address, conf.rabbitmq_exchange)
+
+    def start(self, queues):
+        """Declare ``queues`` (empty names skipped).
+
+        The embedded queue must open (its file is ours alone), else BrokerError.
+        An unreachable RabbitMQ is logged and not fatal: publishing answers 451
+        and consumers keep reconnecting until it is back.
+        """
+        for name in filter(None, dict.fromkeys(queues)):
+            try:
+                self.publisher.declare(name)
+            except BrokerError as exc:
+                if self.embedded:
+                    raise
+                log.error("broker.declare_failed", queue=name, detail=str(exc)[:300])
+                return False
+        log.info("broker.ready", url=connection.describe(self.url))
+        return True
+
+    def publish(self, queue, body, delay=0.0, headers=None):
+        """See ``Publisher.publish``: durable on return, or BrokerError."""
+        return self.publisher.publish(queue, body, delay=delay, headers=headers)
+
+    def consume(self, queue, handler, prefetch=100):
+        """Start consuming ``queue`` with ``handler(delivery)``; returns the Consumer."""
+        consumer = Consumer(self.url, queue, handler, self.publisher,
+                            prefetch=prefetch, exchange=self.exchange).start()
+        self._consumers.append(consumer)
+        return consumer
+
+    def depth(self, queue):
+        return self.publisher.depth(queue)
+
+    def stop(self, timeout=30.0):
+        """Stop the consumers (waiting for unsettled messages), then the publisher."""
+        for consumer in self._consumers:
+            consumer.stop(timeout)
+        self._consumers = []
+        self.publisher.close()

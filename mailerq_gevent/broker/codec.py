@@ -1,0 +1,35 @@
+"""The message JSON on the wire (SPEC §4): dict <-> UTF-8 bytes.
+
+MailerQ's message is one JSON object per recipient. Encoding is compact and
+keeps non-ASCII text as UTF-8; text that cannot be UTF-8 (lone surrogates, as
+``surrogateescape`` makes from 8-bit MIME) falls back to ``\\uXXXX`` escapes,
+which decode to the same string.
+"""
+
+import json
+
+CONTENT_TYPE = "application/json"
+CONTENT_ENCODING = "utf-8"
+
+
+class CodecError(ValueError):
+    """A queued body that is not a JSON object."""
+
+
+def encode(message):
+    """``dict`` -> bytes."""
+    try:
+        return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(message, separators=(",", ":")).encode("ascii")
+
+
+def decode(body):
+    """bytes -> ``dict``; raises CodecError for anything but a JSON object."""
+    try:
+        message = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CodecError("not JSON: %s" % exc) from None
+    if not isinstance(message, dict):
+        raise CodecError("not a JSON object but %s" % type(message).__name__)
+    return message

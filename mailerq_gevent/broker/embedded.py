@@ -1,0 +1,151 @@
+"""The embedded durable queue as a kombu transport (kombu's virtual transport API).
+
+``kombu.Connection("sqlite:///var/queue.sqlite", transport=Transport)`` behaves
+like a RabbitMQ connection to the rest of the code: publish, consume with
+prefetch, ack, reject with or without requeue. The storage, durability and
+wake-ups are ``store.Store``'s; this module maps kombu's calls onto it:
+
+* ``basic_publish`` -> ``Store.put`` (returns when committed). A header
+  ``x-not-before`` (epoch seconds) makes the message a delayed one.
+* the delivery tag of a message is its row id; ``ack`` deletes the row,
+  ``reject(requeue=True)`` and channel close put it back in front.
+* ``drain_events`` waits on the store's arrival event instead of kombu's
+  polling loop.
+* exchanges and bindings (``rabbitmq-exchange``) are kept per store, so every
+  connection of the process sees the same ones. They are not persisted: the
+  broker layer declares them at start, as it does on RabbitMQ.
+
+``memory://`` uses the same code on an in-memory SQLite database (tests).
+"""
+
+import json
+import socket
+from queue import Empty
+from time import monotonic
+
+from kombu.transport import virtual
+
+from mailerq_gevent.broker import store as stores
+
+NOT_BEFORE = "x-not-before"
+
+
+class QoS(virtual.QoS):
+    """Prefetch accounting; acks and rejects go straight to the store."""
+
+    def ack(self, delivery_tag):
+        if self._settle(delivery_tag):
+            self.channel.store.ack(delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        if not self._settle(delivery_tag):
+            return
+        if requeue:
+            self.channel.store.requeue(delivery_tag)
+        else:
+            self.channel.store.ack(delivery_tag)
+
+    def _settle(self, delivery_tag):
+        """Forget the tag; a consumer that was held back by prefetch is woken."""
+        full = self.prefetch_count and len(self._delivered) >= self.prefetch_count
+        if self._delivered.pop(delivery_tag, None) is None:
+            return False
+        if full:
+            self.channel.store.wake_consumers()
+        return True
+
+    def restore_unacked(self):
+        while self._delivered:
+            tag, _ = self._delivered.popitem()
+            self.channel.store.requeue(tag)
+        return []
+
+
+class Channel(virtual.Channel):
+    QoS = QoS
+    body_encoding = None        # bodies are stored as they are, no base64
+
+    @property
+    def store(self):
+        return self.connection.store
+
+    def _put(self, queue, message, **kwargs):
+        not_before = float((message.get("headers") or {}).pop(NOT_BEFORE, 0) or 0)
+        body = message.pop("body")
+        self.store.put(queue, json.dumps(message), body, not_before)
+
+    def _get(self, queue, timeout=None):
+        item = self.store.get(queue)
+        if item is None:
+            raise Empty()
+        message_id, envelope, body, redelivered = item
+        message = json.loads(envelope)
+        message["body"] = body
+        properties = message["properties"]
+        properties["delivery_tag"] = message_id
+        properties["delivery_info"]["redelivered"] = redelivered
+        return message
+
+    def _size(self, queue):
+        return self.store.size(queue)
+
+    def _purge(self, queue):
+        return self.store.purge(queue)
+
+    def _delete(self, queue, *args, **kwargs):
+        self.store.purge(queue)
+
+
+class Transport(virtual.Transport):
+    Channel = Channel
+    can_parse_url = True            # we read the path from the URL ourselves
+    polling_interval = None
+    driver_type = driver_name = "sqlite"
+    implements = virtual.Transport.implements.extend(
+        asynchronous=False, exchange_type=frozenset(["direct", "topic"]))
+
+    def __init__(self, client, **kwargs):
+        super().__init__(client, **kwargs)
+        self.store = stores.acquire(store_path(client.hostname))
+        self.state = _shared_state(self.store)
+
+    def close_connection(self, connection):
+        super().close_connection(connection)
+        if self.store is not None:
+            stores.release(self.store)
+            self.store = None
+
+    def drain_events(self, connection, timeout=None):
+        """Deliver one message, waiting (without polling) for one to arrive."""
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            arrived = self.store.arrival()
+            try:
+                return self.cycle.get(self._deliver, timeout=timeout)
+            except Empty:
+                pass
+            remaining = None if deadline is None else deadline - monotonic()
+            if remaining is not None and remaining <= 0:
+                raise socket.timeout()
+            arrived.wait(remaining)
+
+    @property
+    def default_connection_params(self):
+        return {"hostname": ""}
+
+
+def store_path(url):
+    """``sqlite:///var/q.sqlite`` -> ``var/q.sqlite``; ``memory://`` -> None."""
+    url = url or "memory://"
+    if url.startswith("memory://"):
+        return None
+    if not url.startswith("sqlite:///"):
+        raise ValueError("not an embedded queue URL: %r" % url)
+    return url[len("sqlite:///"):]
+
+
+def _shared_state(store):
+    state = getattr(store, "kombu_state", None)
+    if state is None:
+        state = store.kombu_state = virtual.BrokerState()
+    return state

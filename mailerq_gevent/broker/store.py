@@ -1,0 +1,416 @@
+"""The embedded durable queue's storage: one SQLite file, owned by one process.
+
+This is what ``sqlite:///var/queue.sqlite`` means. The kombu side lives in
+``embedded.py``; this module knows nothing of kombu. What it guarantees:
+
+* ``put`` returns only once the message is committed (WAL, ``synchronous=FULL``:
+  the WAL is fsynced at every commit), so it survives ``kill -9`` and a power
+  cut. Concurrent ``put`` calls are grouped: one writer greenlet takes
+  everything pending, commits it in one transaction on a dedicated OS thread
+  (the event loop keeps running during the fsync), then wakes every caller of
+  that batch. One fsync per batch, not per message.
+* A message handed out by ``get`` stays on disk until ``ack`` deletes it, so
+  one delivered but not acknowledged when the process dies is delivered again
+  after a restart. Acks need no fsync of their own: they ride on the next
+  commit (a lost ack means a duplicate, never a loss).
+* FIFO per queue: rows get increasing ids and each queue is read in id order
+  through a small read-ahead buffer; ``requeue`` (a reject, or a channel that
+  closed with unacked messages) puts a message in front, as RabbitMQ does.
+* Delayed messages (``not_before``, for retries and ``nextattempt``) wait in
+  their own table; a timer greenlet sleeps until the earliest is due, then
+  moves what is due to the ready table in one transaction. No polling.
+* Consumers wait on an event that every commit sets, so they wake at once.
+
+In-flight state (the read cursor, the read-ahead, what is unacked) lives in
+memory, which is only correct if one process uses the file: ``open`` takes an
+exclusive ``flock`` on ``<file>.lock`` and refuses a second process with a
+clear error. Every kombu connection of the process shares one ``Store`` (see
+``acquire``). ``path=None`` keeps everything in memory (``memory://``, tests).
+"""
+
+import collections
+import fcntl
+import os
+import sqlite3
+import time
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.threadpool import ThreadPool
+
+from mailerq_gevent import logs
+
+log = logs.get(__name__)
+
+READ_AHEAD = 256        # rows read from disk per queue at a time
+MAX_BATCH = 2000        # messages per commit at most
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, queue TEXT NOT NULL,"
+    " envelope TEXT NOT NULL, body BLOB)",
+    "CREATE INDEX IF NOT EXISTS messages_queue ON messages (queue, id)",
+    "CREATE TABLE IF NOT EXISTS delayed (id INTEGER PRIMARY KEY, queue TEXT NOT NULL,"
+    " not_before REAL NOT NULL, envelope TEXT NOT NULL, body BLOB)",
+    "CREATE INDEX IF NOT EXISTS delayed_due ON delayed (not_before, id)",
+)
+
+
+class StoreError(Exception):
+    """The queue file cannot be used (locked by another process, unreadable, full)."""
+
+
+class Store:
+    """One queue file; see the module docstring. Use ``acquire``/``release``."""
+
+    def __init__(self, path):
+        self.path = path
+        self._lock_file = None
+        self._db = self._reader = None
+        self._thread = None
+        self._next_id = 1
+        self._queues = {}           # name -> _QueueState
+        self._inflight = {}         # id -> (queue, envelope, body)
+        self._puts = []             # (queue, envelope, body, not_before, AsyncResult)
+        self._acks = []
+        self._wake_writer = Event()
+        self._written = Event()     # set while nothing waits to be committed
+        self._written.set()
+        self._arrived = Event()
+        self._delay_changed = Event()
+        self._next_due = None
+        self._closing = False
+        self._workers = []
+
+    # -- life cycle ---------------------------------------------------------
+
+    def open(self):
+        if self.path is not None:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            self._lock_file = _lock(self.path + ".lock")
+            self._thread = ThreadPool(1)
+        try:
+            self._db = self._connect()
+            self._reader = self._db if self.path is None else self._connect()
+            self._next_id = self._max_id() + 1
+            self._next_due = self._earliest_due()
+        except sqlite3.Error as exc:
+            self.close()
+            raise StoreError("%s: %s" % (self.path, exc)) from exc
+        self._workers = [gevent.spawn(self._writer_loop), gevent.spawn(self._delay_loop)]
+        log.info("queue.store_opened", path=self.path or ":memory:",
+                 next_id=self._next_id)
+        return self
+
+    def _connect(self):
+        conn = sqlite3.connect(self.path or ":memory:", isolation_level=None,
+                               check_same_thread=False, timeout=30)
+        if self.path is not None:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        for statement in SCHEMA:
+            conn.execute(statement)
+        return conn
+
+    def close(self):
+        """Commit pending acks, stop the greenlets, close the file and its lock."""
+        if self._workers and not self._closing:
+            self._closing = True
+            self._wake_writer.set()
+            gevent.joinall(self._workers[:1], timeout=30)
+            gevent.killall(self._workers)
+        for conn in {id(c): c for c in (self._reader, self._db) if c}.values():
+            conn.close()
+        self._db = self._reader = None
+        if self._thread is not None:
+            self._thread.kill()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _max_id(self):
+        row = self._reader.execute(
+            "SELECT max(m) FROM (SELECT max(id) AS m FROM messages"
+            " UNION ALL SELECT max(id) FROM delayed)").fetchone()
+        return row[0] or 0
+
+    def _earliest_due(self):
+        return self._reader.execute("SELECT min(not_before) FROM delayed").fetchone()[0]
+
+    # -- publishing ---------------------------------------------------------
+
+    def put(self, queue, envelope, body, not_before=0.0, timeout=None):
+        """Store one message; returns once it is committed. Raises StoreError."""
+        if self._closing or self._db is None:
+            raise StoreError("the queue store is closed")
+        done = AsyncResult()
+        self._puts.append((queue, envelope, body, not_before, done))
+        self._wake()
+        done.get(timeout=timeout)
+
+    def ack(self, message_id):
+        """Forget a delivered message (deleted at the next commit)."""
+        if self._inflight.pop(message_id, None) is not None:
+            self._acks.append(message_id)
+            self._wake()
+
+    def sync(self, timeout=None):
+        """Wait until every ack so far is committed (puts always are on return)."""
+        return self._written.wait(timeout)
+
+    def _wake(self):
+        self._written.clear()
+        self._wake_writer.set()
+
+    # -- consuming ----------------------------------------------------------
+
+    def get(self, queue):
+        """The next ready message ``(id, envelope, body, redelivered)``, or None."""
+        state = self._queue(queue)
+        if state.front:
+            item = state.front.popleft()
+            redelivered = True
+        else:
+            if not state.buffer:
+                self._read_ahead(queue, state)
+            if not state.buffer:
+                return None
+            item = state.buffer.popleft()
+            redelivered = False
+        self._inflight[item[0]] = (queue,) + item[1:]
+        return item + (redelivered,)
+
+    def requeue(self, message_id):
+        """Put a delivered, unacked message back in front of its queue."""
+        entry = self._inflight.pop(message_id, None)
+        if entry is not None:
+            queue, envelope, body = entry
+            self._queue(queue).front.appendleft((message_id, envelope, body))
+            self._notify()
+
+    def arrival(self):
+        """An event set at the next commit or requeue. Take it *before* ``get``."""
+        return self._arrived
+
+    def size(self, queue):
+        """Messages ready in ``queue`` (not delayed, not delivered)."""
+        state = self._queue(queue)
+        on_disk = self._reader.execute(
+            "SELECT count(*) FROM messages WHERE queue = ? AND id > ?",
+            (queue, state.cursor)).fetchone()[0]
+        return on_disk + len(state.buffer) + len(state.front)
+
+    def delayed_size(self, queue):
+        return self._reader.execute(
+            "SELECT count(*) FROM delayed WHERE queue = ?", (queue,)).fetchone()[0]
+
+    def purge(self, queue):
+        """Drop the ready and delayed messages of ``queue``; returns how many."""
+        state = self._queue(queue)
+        count = self.size(queue) + self.delayed_size(queue)
+        doomed = [item[0] for item in state.front]
+        state.front.clear()
+        state.buffer.clear()
+        self._run(self._purge_rows, queue, state.cursor, doomed)
+        return count
+
+    def _queue(self, name):
+        state = self._queues.get(name)
+        if state is None:
+            state = self._queues[name] = _QueueState()
+        return state
+
+    def _read_ahead(self, queue, state):
+        rows = self._reader.execute(
+            "SELECT id, envelope, body FROM messages WHERE queue = ? AND id > ?"
+            " ORDER BY id LIMIT ?", (queue, state.cursor, READ_AHEAD)).fetchall()
+        if rows:
+            state.cursor = rows[-1][0]
+            state.buffer.extend(rows)
+
+    def wake_consumers(self):
+        """Wake whoever waits in ``arrival()`` (new messages, or room under a prefetch)."""
+        arrived, self._arrived = self._arrived, Event()
+        arrived.set()
+
+    _notify = wake_consumers
+
+    # -- the writer ---------------------------------------------------------
+
+    def _writer_loop(self):
+        while True:
+            self._wake_writer.wait()
+            self._wake_writer.clear()
+            while self._puts or self._acks:
+                self._commit_batch()
+            self._written.set()
+            if self._closing:
+                return
+
+    def _commit_batch(self):
+        puts, self._puts = self._puts[:MAX_BATCH], self._puts[MAX_BATCH:]
+        acks, self._acks = self._acks[:MAX_BATCH], self._acks[MAX_BATCH:]
+        ready, delayed = self._number(puts)
+        try:
+            self._run(self._write, ready, delayed, acks)
+        except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
+            self._acks[:0] = acks
+            error = exc if isinstance(exc, StoreError) else StoreError(
+                "cannot commit to %s: %s" % (self.path or ":memory:", exc))
+            log.error("queue.commit_failed", path=self.path, error=exc.__class__.__name__,
+                      detail=str(exc)[:200], messages=len(puts))
+            for item in puts:
+                item[4].set_exception(error)
+            gevent.sleep(0.1)       # do not spin on a full disk
+            return
+        for item in puts:
+            item[4].set(None)
+        if delayed:
+            self._schedule(min(row[2] for row in delayed))
+        if ready:
+            self._notify()
+
+    def _number(self, puts):
+        ready, delayed = [], []
+        for queue, envelope, body, not_before, _ in puts:
+            row_id, self._next_id = self._next_id, self._next_id + 1
+            if not_before and not_before > time.time():
+                delayed.append((row_id, queue, not_before, envelope, body))
+            else:
+                ready.append((row_id, queue, envelope, body))
+        return ready, delayed
+
+    def _run(self, function, *args):
+        """Run a write on the writer thread (file) or inline (memory)."""
+        if self._thread is None:
+            return function(*args)
+        return self._thread.apply(function, args)
+
+    def _write(self, ready, delayed, acks):
+        with _transaction(self._db) as db:
+            if ready:
+                db.executemany("INSERT INTO messages (id, queue, envelope, body)"
+                               " VALUES (?, ?, ?, ?)", ready)
+            if delayed:
+                db.executemany("INSERT INTO delayed (id, queue, not_before, envelope, body)"
+                               " VALUES (?, ?, ?, ?, ?)", delayed)
+            if acks:
+                db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in acks])
+
+    def _purge_rows(self, queue, cursor, ids):
+        with _transaction(self._db) as db:
+            db.execute("DELETE FROM messages WHERE queue = ? AND id > ?", (queue, cursor))
+            db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
+            db.execute("DELETE FROM delayed WHERE queue = ?", (queue,))
+
+    # -- delayed messages ---------------------------------------------------
+
+    def _schedule(self, not_before):
+        if self._next_due is None or not_before < self._next_due:
+            self._next_due = not_before
+            self._delay_changed.set()
+
+    def _delay_loop(self):
+        while not self._closing:
+            self._delay_changed.clear()
+            due = self._next_due
+            wait = None if due is None else max(0.0, due - time.time())
+            if wait is None or wait > 0:
+                self._delay_changed.wait(wait)
+                continue
+            try:
+                self._promote_due()
+            except Exception as exc:  # noqa: BLE001 - retry later, keep the loop alive
+                log.error("queue.promote_failed", error=exc.__class__.__name__,
+                          detail=str(exc)[:200])
+                gevent.sleep(1.0)
+
+    def _promote_due(self):
+        now = time.time()
+        rows = self._reader.execute(
+            "SELECT id, queue, envelope, body FROM delayed WHERE not_before <= ?"
+            " ORDER BY not_before, id LIMIT ?", (now, MAX_BATCH)).fetchall()
+        moved = []
+        for old_id, queue, envelope, body in rows:
+            moved.append((old_id, (self._next_id, queue, envelope, body)))
+            self._next_id += 1
+        if moved:
+            self._run(self._move, moved)
+            self._notify()
+        self._next_due = self._earliest_due()
+
+    def _move(self, moved):
+        with _transaction(self._db) as db:
+            db.executemany("INSERT INTO messages (id, queue, envelope, body)"
+                           " VALUES (?, ?, ?, ?)", [new for _, new in moved])
+            db.executemany("DELETE FROM delayed WHERE id = ?", [(old,) for old, _ in moved])
+
+
+class _QueueState:
+    __slots__ = ("cursor", "buffer", "front")
+
+    def __init__(self):
+        self.cursor = 0                        # highest id read from disk
+        self.buffer = collections.deque()      # read ahead, in id order
+        self.front = collections.deque()       # requeued: delivered again first
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``) on an autocommit connection."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self):
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+
+def _lock(path):
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise StoreError("%s is in use by another process (one daemon per queue file;"
+                         " give each its own rabbitmq-address)" % path) from None
+    return handle
+
+
+# -- one Store per file per process --------------------------------------------
+
+_open = {}      # key -> [store, users]
+
+
+def acquire(path):
+    """The process's Store for ``path`` (None: the in-memory one), opened on first use."""
+    key = os.path.realpath(path) if path else None
+    entry = _open.get(key)
+    if entry is None:
+        entry = _open[key] = [Store(key).open(), 0]
+    entry[1] += 1
+    return entry[0]
+
+
+def release(store):
+    """Give back a Store from ``acquire``; the last user closes it."""
+    entry = _open.get(store.path)
+    if entry is None or entry[0] is not store:
+        return
+    entry[1] -= 1
+    if entry[1] <= 0:
+        del _open[store.path]
+        store.close()

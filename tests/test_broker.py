@@ -1,0 +1,173 @@
+"""The queue layer as the daemon uses it, the same on every broker: the embedded
+queue, memory:// and a real RabbitMQ (publisher confirms, delay queues)."""
+
+import time
+import uuid
+
+import gevent
+import kombu
+import pytest
+from gevent.event import Event
+
+from mailerq_gevent.broker import Broker, BrokerError, consumer as consumer_module, topology
+
+
+@pytest.fixture(params=["sqlite", "memory", "rabbitmq"])
+def broker(request, tmp_path):
+    if request.param == "sqlite":
+        url = "sqlite:///%s" % (tmp_path / "queue.sqlite")
+    elif request.param == "memory":
+        url = "memory://%s/" % uuid.uuid4().hex
+    else:
+        url = request.getfixturevalue("rabbit_url")
+    made = Broker(url, pool_size=4, timeout=10)
+    made.queue = "test_%s" % uuid.uuid4().hex[:12]
+    assert made.start([made.queue])
+    yield made
+    made.stop(5)
+    if request.param == "rabbitmq":
+        _delete_queues(url, made.queue)
+
+
+def _delete_queues(url, prefix):
+    with kombu.Connection(url) as conn:
+        channel = conn.channel()
+        for name in [prefix] + ["%s.delay.%d" % (prefix, s) for s in (1, 2)]:
+            try:
+                channel.queue_delete(name)
+            except Exception:  # noqa: BLE001 - it may not exist
+                channel = conn.channel()
+
+
+def wait_until(predicate, timeout=15):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        gevent.sleep(0.01)
+
+
+def test_publish_consume_ack(broker):
+    for number in range(20):
+        assert broker.publish(broker.queue, {"n": number, "mime": "Subject: é\r\n\r\nhi"})
+    wait_until(lambda: broker.depth(broker.queue) == 20)
+    seen = []
+
+    def handler(delivery):
+        seen.append(delivery.json())
+        delivery.ack()
+    broker.consume(broker.queue, handler, prefetch=5)
+    wait_until(lambda: len(seen) == 20)
+    assert [m["n"] for m in seen] == list(range(20))
+    assert seen[0]["mime"] == "Subject: é\r\n\r\nhi"
+    wait_until(lambda: broker.depth(broker.queue) == 0)
+
+
+def test_prefetch_bounds_unsettled_messages(broker):
+    for number in range(10):
+        broker.publish(broker.queue, {"n": number})
+    held = []
+    consumer = broker.consume(broker.queue, held.append, prefetch=3)
+    wait_until(lambda: len(held) == 3)
+    gevent.sleep(0.3)
+    assert len(held) == 3 and consumer.unsettled == 3
+    for delivery in held[:]:
+        delivery.ack()
+    wait_until(lambda: len(held) == 6)
+    consumer.stop(0.1)
+
+
+def test_requeue_with_delay_and_new_body(broker):
+    broker.publish(broker.queue, {"n": 1, "results": []})
+    arrivals = []
+
+    def handler(delivery):
+        message = delivery.json()
+        arrivals.append((message, time.monotonic()))
+        if len(message["results"]) == 0:
+            message["results"].append({"state": "retry"})
+            delivery.requeue(delay=1.0, body=message)
+        else:
+            delivery.ack()
+    broker.consume(broker.queue, handler)
+    wait_until(lambda: len(arrivals) == 2)
+    (first, at_first), (second, at_second) = arrivals
+    assert second["results"] == [{"state": "retry"}]
+    assert at_second - at_first >= 0.9
+    wait_until(lambda: broker.depth(broker.queue) == 0)
+
+
+def test_a_failing_handler_never_drops_the_message(broker, monkeypatch):
+    monkeypatch.setattr(consumer_module, "ERROR_DELAY", 0.5)
+    broker.publish(broker.queue, {"n": 1})
+    calls = []
+
+    def handler(delivery):
+        calls.append(delivery.json()["n"])
+        if len(calls) == 1:
+            raise RuntimeError("surprise")
+        delivery.ack()
+    broker.consume(broker.queue, handler)
+    wait_until(lambda: len(calls) == 2)
+    assert calls == [1, 1]
+
+
+def test_reject_without_requeue_drops(broker):
+    broker.publish(broker.queue, {"n": 1})
+    got = Event()
+
+    def handler(delivery):
+        delivery.reject()
+        got.set()
+    broker.consume(broker.queue, handler)
+    assert got.wait(10)
+    wait_until(lambda: broker.depth(broker.queue) == 0)
+
+
+def test_a_disabled_queue_publishes_nothing(broker):
+    assert broker.publish("", {"n": 1}) is False
+
+
+def test_many_greenlets_publish_at_once(broker):
+    greenlets = [gevent.spawn(lambda g=g: [broker.publish(broker.queue, {"n": g * 10 + i})
+                                            for i in range(10)]) for g in range(20)]
+    gevent.joinall(greenlets, raise_error=True)
+    wait_until(lambda: broker.depth(broker.queue) == 200)
+
+
+def test_stop_waits_for_unsettled_deliveries(broker):
+    broker.publish(broker.queue, {"n": 1})
+    settled = []
+
+    def handler(delivery):
+        def work():
+            gevent.sleep(0.3)
+            delivery.ack()
+            settled.append(1)
+        gevent.spawn(work)
+    consumer = broker.consume(broker.queue, handler)
+    wait_until(lambda: consumer.unsettled == 1)
+    consumer.stop(10)
+    assert settled == [1]
+    assert broker.depth(broker.queue) == 0
+
+
+def test_unreachable_rabbitmq_is_a_broker_error_not_a_hang():
+    broker = Broker("amqp://guest:guest@127.0.0.1:1//", timeout=5)
+    started = time.monotonic()
+    assert broker.start(["q"]) is False
+    with pytest.raises(BrokerError):
+        broker.publish("q", {"n": 1})
+    assert time.monotonic() - started < 30
+    broker.stop(1)
+
+
+def test_delay_queues_round_up():
+    assert topology.delay_seconds(0.2) == 1
+    assert topology.delay_seconds(59.5) == 60
+    assert topology.delay_seconds(601) == 610
+    assert topology.delay_seconds(3601) == 3660
+    held = topology.delay_queue("outbox", 600, "")
+    assert held.name == "outbox.delay.600"
+    assert held.queue_arguments["x-message-ttl"] == 600000
+    assert held.queue_arguments["x-dead-letter-routing-key"] == "outbox"
+    assert held.queue_arguments["x-expires"] > 2 * 600000

@@ -1,0 +1,212 @@
+"""The embedded durable queue: crash safety with a real ``kill -9``, redelivery,
+FIFO, delayed messages, grouped commits, one process per file."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import pytest
+
+from mailerq_gevent.broker import Broker, store
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = str(ROOT / "tests" / "queue_child.py")
+
+
+@pytest.fixture
+def queue_url(tmp_path):
+    return "sqlite:///%s" % (tmp_path / "queue.sqlite")
+
+
+@pytest.fixture
+def broker(queue_url):
+    brokers = []
+
+    def make(url=queue_url):
+        brokers.append(Broker(url))
+        brokers[-1].start(["q"])
+        return brokers[-1]
+    yield make
+    for each in brokers:
+        each.stop(5)
+
+
+def collect(broker, queue, count, timeout=10, ack=True):
+    """Consume ``count`` messages, return their bodies' ``n`` in arrival order."""
+    seen, done = [], gevent.event.Event()
+
+    def handler(delivery):
+        seen.append(delivery.json()["n"])
+        if ack:
+            delivery.ack()
+        if len(seen) >= count:
+            done.set()
+    consumer = broker.consume(queue, handler)
+    assert done.wait(timeout), "got only %d of %d messages" % (len(seen), count)
+    consumer.stop(5 if ack else 0.1)
+    return seen
+
+
+class Child:
+    def __init__(self, *args):
+        self.proc = subprocess.Popen(
+            [sys.executable, CHILD, *args], stdout=subprocess.PIPE, text=True,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        self.lines = []
+
+    def read_until(self, predicate, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not predicate(self.lines):
+            assert time.monotonic() < deadline, "child said only %r" % self.lines[-5:]
+            line = self.proc.stdout.readline()
+            assert line, "child exited %s" % self.proc.poll()
+            self.lines.append(line.strip())
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.lines.extend(line.strip() for line in self.proc.stdout.read().splitlines())
+        self.proc.stdout.close()
+
+
+def test_every_returned_publish_survives_kill_9(queue_url, broker):
+    child = Child("publish", queue_url, "q", "20000")
+    child.read_until(lambda lines: len(lines) >= 3000)
+    child.kill9()        # in the middle of publishing
+    confirmed = {int(line) for line in child.lines if line.isdigit()}
+    assert 3000 <= len(confirmed) < 20000, "the kill came too late to test anything"
+    mine = broker()
+    depth = mine.depth("q")
+    assert depth >= len(confirmed)
+    stored = collect(mine, "q", depth)
+    assert confirmed <= set(stored)
+    assert len(set(stored)) == len(stored)
+
+
+def test_delivered_but_unacked_is_delivered_again_after_kill_9(queue_url, broker):
+    first = broker()
+    for number in range(50):
+        first.publish("q", {"n": number})
+    first.stop(5)
+    child = Child("take", queue_url, "q", "30")
+    child.read_until(lambda lines: len([x for x in lines if x.isdigit()]) >= 30)
+    child.kill9()
+    assert [int(line) for line in child.lines if line.isdigit()] == list(range(30))
+    assert collect(broker(), "q", 50) == list(range(50))
+
+
+def test_fifo_per_queue(broker):
+    mine = broker()
+    for number in range(300):
+        mine.publish("q" if number % 2 else "other", {"n": number})
+    assert collect(mine, "q", 150) == list(range(1, 300, 2))
+    assert collect(mine, "other", 150) == list(range(0, 300, 2))
+
+
+def test_rejected_message_comes_back_first(broker):
+    mine = broker()
+    for number in range(5):
+        mine.publish("q", {"n": number})
+    seen, rejected = [], []
+
+    def handler(delivery):
+        number = delivery.json()["n"]
+        seen.append((number, delivery.redelivered))
+        if number == 2 and not rejected:
+            rejected.append(number)
+            delivery.reject(requeue=True)
+        else:
+            delivery.ack()
+    consumer = mine.consume("q", handler)
+    deadline = time.monotonic() + 10
+    while len(seen) < 6 and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    consumer.stop(5)
+    assert seen == [(0, False), (1, False), (2, False), (2, True), (3, False), (4, False)]
+
+
+def test_unacked_messages_return_when_the_consumer_stops(broker):
+    mine = broker()
+    for number in range(10):
+        mine.publish("q", {"n": number})
+    assert collect(mine, "q", 10, ack=False) == list(range(10))
+    assert collect(mine, "q", 10) == list(range(10))
+    assert mine.depth("q") == 0
+
+
+def test_delayed_messages_wait_their_turn(broker):
+    mine = broker()
+    started = time.monotonic()
+    mine.publish("q", {"n": 1}, delay=1.0)
+    mine.publish("q", {"n": 2}, delay=0.3)
+    mine.publish("q", {"n": 3})
+    arrivals = []
+
+    def handler(delivery):
+        arrivals.append((delivery.json()["n"], time.monotonic() - started))
+        delivery.ack()
+    consumer = mine.consume("q", handler)
+    deadline = time.monotonic() + 10
+    while len(arrivals) < 3 and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    consumer.stop(5)
+    assert [n for n, _ in arrivals] == [3, 2, 1]
+    assert arrivals[1][1] >= 0.3 and arrivals[2][1] >= 1.0
+
+
+def test_delayed_messages_survive_a_restart(queue_url, broker):
+    first = broker()
+    first.publish("q", {"n": 7}, delay=0.5)
+    assert first.publisher.depth("q") == 0
+    first.stop(5)
+    assert collect(broker(), "q", 1) == [7]
+
+
+def test_concurrent_publishers_are_grouped_into_few_commits(broker, monkeypatch):
+    mine = broker()
+    embedded_store = store._open[os.path.realpath(mine.url[len("sqlite:///"):])][0]
+    commits = []
+    write = embedded_store._write
+
+    def counting(ready, delayed, acks):
+        commits.append(len(ready))
+        return write(ready, delayed, acks)
+    monkeypatch.setattr(embedded_store, "_write", counting)
+    greenlets = [gevent.spawn(lambda g=g: [mine.publish("q", {"n": g * 100 + i})
+                                            for i in range(100)]) for g in range(20)]
+    gevent.joinall(greenlets, raise_error=True)
+    assert sum(commits) == 2000
+    assert len(commits) < 2000 / 5, "commits were not grouped: %d" % len(commits)
+    assert sorted(collect(mine, "q", 2000)) == list(range(2000))
+
+
+def test_a_second_process_cannot_open_the_same_file(queue_url, broker, tmp_path):
+    broker()
+    code = ("from mailerq_gevent.broker import Broker, BrokerError\n"
+            "try:\n    Broker(%r).start(['q'])\nexcept BrokerError as e:\n"
+            "    print(e)\n" % queue_url)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert "in use by another process" in out.stdout
+
+
+def test_memory_url_behaves_the_same(broker):
+    mine = broker("memory://test_memory_url/")
+    mine.publish("q", {"n": 1}, delay=0.2)
+    mine.publish("q", {"n": 2})
+    assert collect(mine, "q", 2) == [2, 1]
+
+
+def test_acks_are_committed(queue_url, broker):
+    mine = broker()
+    for number in range(20):
+        mine.publish("q", {"n": number})
+    collect(mine, "q", 20)
+    mine.stop(5)
+    import sqlite3
+    with sqlite3.connect(queue_url[len("sqlite:///"):]) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
