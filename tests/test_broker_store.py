@@ -210,3 +210,25 @@ def test_acks_are_committed(queue_url, broker):
     import sqlite3
     with sqlite3.connect(queue_url[len("sqlite:///"):]) as conn:
         assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+
+
+def test_the_file_shrinks_once_a_backlog_drains(queue_url, broker, monkeypatch):
+    monkeypatch.setattr(store, "RECLAIM_EVERY", 0.05)
+    mine = broker()
+    path = queue_url[len("sqlite:///"):]
+
+    def pages():        # the file's size once the WAL is checkpointed into it
+        import sqlite3
+        with sqlite3.connect(path) as conn:
+            return conn.execute("PRAGMA page_count").fetchone()[0]
+    for group in range(20):
+        gevent.joinall([gevent.spawn(mine.publish, "q", {"n": group * 100 + i, "pad": "x" * 4000})
+                        for i in range(100)])
+    full = pages()
+    assert full > 400
+    collect(mine, "q", 2000)
+    deadline = time.monotonic() + 20
+    while pages() > full / 4:
+        assert time.monotonic() < deadline, "still %d of %d pages" % (pages(), full)
+        mine.publish("wake", {"n": 0})      # the writer reclaims when it has been busy
+        gevent.sleep(0.05)

@@ -20,6 +20,8 @@ This is what ``sqlite:///var/queue.sqlite`` means. The kombu side lives in
   their own table; a timer greenlet sleeps until the earliest is due, then
   moves what is due to the ready table in one transaction. No polling.
 * Consumers wait on an event that every commit sets, so they wake at once.
+* Once a backlog has drained, the writer gives the free pages back to the file
+  system a step at a time (``auto_vacuum=INCREMENTAL``) when it is idle.
 
 In-flight state (the read cursor, the read-ahead, what is unacked) lives in
 memory, which is only correct if one process uses the file: ``open`` takes an
@@ -44,6 +46,8 @@ log = logs.get(__name__)
 
 READ_AHEAD = 256        # rows read from disk per queue at a time
 MAX_BATCH = 2000        # messages per commit at most
+RECLAIM_EVERY = 10.0    # seconds between checks for free pages to give back
+RECLAIM_MIN, RECLAIM_STEP = 256, 2048   # pages (16 KB): start at 4 MB free, 32 MB a step
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, queue TEXT NOT NULL,"
     " envelope TEXT NOT NULL, body BLOB)",
@@ -77,6 +81,7 @@ class Store:
         self._arrived = Event()
         self._delay_changed = Event()
         self._next_due = None
+        self._next_reclaim = 0.0
         self._closing = False
         self._workers = []
 
@@ -105,8 +110,13 @@ class Store:
         conn = sqlite3.connect(self.path or ":memory:", isolation_level=None,
                                check_same_thread=False, timeout=30)
         if self.path is not None:
+            # 16 KB pages hold several 2 KB messages each (4 KB pages hold one);
+            # only takes effect when the file is created.
+            conn.execute("PRAGMA page_size=16384")
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA journal_size_limit=%d" % (64 * 2 ** 20))
         for statement in SCHEMA:
             conn.execute(statement)
         return conn
@@ -245,6 +255,7 @@ class Store:
             self._written.set()
             if self._closing:
                 return
+            self._reclaim()
 
     def _commit_batch(self):
         puts, self._puts = self._puts[:MAX_BATCH], self._puts[MAX_BATCH:]
@@ -268,6 +279,28 @@ class Store:
             self._schedule(min(row[2] for row in delayed))
         if ready:
             self._notify()
+
+    def _reclaim(self):
+        """Shrink the file a step when many pages are free (a backlog drained)."""
+        if self._thread is None or time.monotonic() < self._next_reclaim:
+            return
+        self._next_reclaim = time.monotonic() + RECLAIM_EVERY
+        free = self._reader.execute("PRAGMA freelist_count").fetchone()[0]
+        if free >= RECLAIM_MIN:
+            try:
+                self._run(self._vacuum, RECLAIM_STEP)
+            except sqlite3.Error as exc:
+                log.warning("queue.reclaim_failed", detail=str(exc)[:200])
+            else:
+                self._next_reclaim = time.monotonic() + (0.5 if free > RECLAIM_STEP else
+                                                         RECLAIM_EVERY)
+
+    def _vacuum(self, pages):
+        # Python's sqlite3 steps a statement without result columns only once,
+        # and each step of incremental_vacuum frees one page: hence the loop.
+        with _transaction(self._db) as db:
+            for _ in range(pages):
+                db.execute("PRAGMA incremental_vacuum(1)")
 
     def _number(self, puts):
         ready, delayed = [], []

@@ -1,0 +1,83 @@
+"""Wiring only: build the daemon's parts from the config, start them, stop them.
+
+The order follows the mail: the settings (database snapshot) and the queue
+come first, then the parts that use them (SMTP server, delivery, console),
+which are appended to ``parts``; each has ``start()`` and ``stop(timeout)``.
+Stopping goes the other way round: listeners first, the queue last, so what
+is in flight can still be acknowledged.
+
+The database may be down when the daemon starts: that is logged, the daemon
+runs on the empty snapshot, and the reloader retries; the schema is created
+(or purged, with ``--purge-database``) and this host's addresses are written
+to ``ips`` at the first successful connection. The embedded queue must open
+(the file is this process's alone); an unreachable RabbitMQ is not fatal.
+"""
+
+import socket
+from urllib.parse import unquote, urlsplit
+
+from mailerq_gevent import broker as broker_module
+from mailerq_gevent import logs, netinfo, settings
+from mailerq_gevent.config_values import redact_url
+from mailerq_gevent.db import engine as db_engine, load, schema
+
+log = logs.get(__name__)
+
+
+class App:
+    def __init__(self, conf, purge_database=False):
+        self.conf = conf
+        self.purge_database = purge_database
+        self.reloader = None
+        self.broker = None
+        self.parts = []
+
+    def queue_names(self):
+        """Every queue named in the config ('' = disabled, left out)."""
+        keys = ("inbox", "outbox", "local", "reports", "results", "success", "failure",
+                "retry", "dsn")
+        return [self.conf.queue(key) for key in keys if self.conf.queue(key)]
+
+    def start(self):
+        self.broker = broker_module.Broker.from_config(self.conf)
+        self.broker.start(self.queue_names())
+        self.reloader = settings.Reloader(
+            db_engine.make_engine(self.conf.database), self.conf.database_ttl,
+            prepare=self._prepare_database)
+        self.reloader.reload_now()
+        self.reloader.start()
+        for part in self.parts:
+            part.start()
+
+    def stop(self, timeout=30.0):
+        for part in reversed(self.parts):
+            _stop_quietly(part, timeout)
+        for part in (self.broker, self.reloader):
+            if part is not None:
+                _stop_quietly(part, timeout)
+
+    def _prepare_database(self, engine):
+        """At the first successful connection: schema (or purge), then ``ips``."""
+        if self.purge_database:
+            log.warning("database.purging", database=redact_url(self.conf.database))
+            schema.purge(engine)
+            self.purge_database = False
+        else:
+            schema.ensure_schema(engine)
+        addresses = netinfo.host_addresses()
+        load.record_ips(engine, addresses, socket.gethostname(), vhost=self._vhost(),
+                        exchange=self.conf.rabbitmq_exchange, outbox=self.conf.rabbitmq_outbox)
+        log.info("database.ready", ips=len(addresses))
+
+    def _vhost(self):
+        url = self.conf.rabbitmq_address
+        if not url.startswith("amqp"):
+            return ""
+        return unquote(urlsplit(url).path[1:]) or "/"
+
+
+def _stop_quietly(part, timeout):
+    try:
+        part.stop(timeout)
+    except Exception:  # noqa: BLE001 - one part failing to stop must not keep others up
+        log.exception("daemon.stop_failed", part=part.__class__.__name__)

@@ -1,0 +1,150 @@
+"""The daemon as a user runs it: a real child process, its config, its signals."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30
+
+
+def write_config(tmp_path, extra=""):
+    path = tmp_path / "mailerq.conf"
+    path.write_text(
+        "database: sqlite:///%s\n"
+        "rabbitmq-address: sqlite:///%s\n"
+        "rabbitmq-inbox: outbox\n"
+        "smtp-port:\n"
+        "www-port:\n"
+        "log-level: debug\n%s" % (tmp_path / "db.sqlite", tmp_path / "queue.sqlite", extra))
+    return path
+
+
+class Daemon:
+    """``python -m mailerq_gevent`` in a child process, its log in a file."""
+
+    def __init__(self, tmp_path, conf, *args):
+        self.log_path = tmp_path / "daemon.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailerq_gevent", "--config", str(conf), *args],
+            cwd=tmp_path, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def text(self):
+        return self.log_path.read_text()
+
+    def wait_for(self, needle, timeout=START_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.text():
+                return
+            if self.proc.poll() is not None:
+                pytest.fail("daemon exited %s before %r:\n%s" % (
+                    self.proc.returncode, needle, self.text()))
+            time.sleep(0.05)
+        pytest.fail("no %r within %ss:\n%s" % (needle, timeout, self.text()))
+
+    def stop(self, signum=signal.SIGTERM, timeout=30):
+        self.proc.send_signal(signum)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.close()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    started = []
+
+    def start(conf, *args):
+        started.append(Daemon(tmp_path, conf, *args))
+        return started[-1]
+    yield start
+    for proc in started:
+        proc.close()
+
+
+def tables(path):
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_starts_creates_schema_and_stops_on_signal(tmp_path, daemon, signum):
+    proc = daemon(write_config(tmp_path))
+    proc.wait_for("event=daemon.started")
+    assert {"capacity", "dkim_keys", "deliveries_total", "ips"} <= tables(tmp_path / "db.sqlite")
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM ips").fetchone()[0] >= 1
+    assert proc.stop(signum) == 0
+    assert "event=daemon.stopped" in proc.text()
+
+
+def test_bad_config_exits_2_before_anything_starts(tmp_path, daemon):
+    conf = write_config(tmp_path, "smtp-maxsize: lots\n")
+    proc = daemon(conf)
+    assert proc.proc.wait(START_TIMEOUT) == 2
+    assert "%s:7: smtp-maxsize: 'lots' is not a size" % conf in proc.text()
+    assert not (tmp_path / "db.sqlite").exists()
+
+
+def test_check_config(tmp_path):
+    good = subprocess.run([sys.executable, "-m", "mailerq_gevent", "--config",
+                           str(write_config(tmp_path)), "--check-config"],
+                          capture_output=True, text=True, timeout=START_TIMEOUT)
+    assert good.returncode == 0 and good.stdout.endswith(": ok\n")
+    assert not (tmp_path / "db.sqlite").exists()
+
+
+def test_purge_database_drops_rows(tmp_path, daemon):
+    conf = write_config(tmp_path)
+    proc = daemon(conf)
+    proc.wait_for("event=daemon.started")
+    assert proc.stop() == 0
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        conn.execute("INSERT INTO capacity (domain, domain_maxmessages) VALUES ('a.example', 5)")
+    proc = daemon(conf)
+    proc.wait_for("event=daemon.started")
+    assert proc.stop() == 0
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM capacity").fetchone()[0] == 1
+    proc = daemon(conf, "--purge-database")
+    proc.wait_for("event=daemon.started")
+    assert proc.stop() == 0
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM capacity").fetchone()[0] == 0
+
+
+def test_unreachable_database_keeps_daemon_up(tmp_path, daemon):
+    """A database that cannot be reached is logged and retried; the daemon stays up."""
+    conf = write_config(tmp_path).read_text().replace(
+        "database: sqlite:///%s" % (tmp_path / "db.sqlite"),
+        "database: postgresql://nobody@127.0.0.1:1/none")
+    path = tmp_path / "broken.conf"
+    path.write_text(conf)
+    proc = daemon(path)
+    proc.wait_for("event=daemon.started")
+    proc.wait_for("level=ERROR")
+    assert proc.proc.poll() is None
+    assert proc.stop() == 0
+
+
+def test_run_as_module_and_script_agree():
+    script = Path(sys.executable).parent / "mailerq-gevent"
+    if not script.exists():
+        pytest.skip("the console script is installed by `make test` (pip install -e .)")
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True,
+                         timeout=START_TIMEOUT, env=dict(os.environ))
+    assert out.returncode == 0 and "--purge-database" in out.stdout
