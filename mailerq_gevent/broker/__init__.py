@@ -13,6 +13,8 @@ with each ``Delivery``), ``depth``. Which broker it is comes from the URL
     codec.py       the message JSON
 """
 
+import gevent
+
 from mailerq_gevent import logs
 from mailerq_gevent.broker import connection
 from mailerq_gevent.broker.consumer import Consumer, Delivery
@@ -67,8 +69,8 @@ class Broker:
         return self.publisher.depth(queue)
 
     def stop(self, timeout=30.0):
-        """Stop the consumers (waiting for unsettled messages), then the publisher."""
-        for consumer in self._consumers:
-            consumer.stop(timeout)
+        """Stop the consumers (all at once, each waiting for its unsettled
+        messages up to ``timeout``), then the publisher."""
+        gevent.joinall([gevent.spawn(consumer.stop, timeout) for consumer in self._consumers])
         self._consumers = []
         self.publisher.close()
