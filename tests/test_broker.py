@@ -10,6 +10,7 @@ import pytest
 from gevent.event import Event
 
 from mailerq_gevent.broker import Broker, BrokerError, consumer as consumer_module, topology
+from tests.waiting import wait_until
 
 
 @pytest.fixture(params=["sqlite", "memory", "rabbitmq"])
@@ -37,13 +38,6 @@ def _delete_queues(url, prefix):
                 channel.queue_delete(name)
             except Exception:  # noqa: BLE001 - it may not exist
                 channel = conn.channel()
-
-
-def wait_until(predicate, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        gevent.sleep(0.01)
 
 
 def test_publish_consume_ack(broker):

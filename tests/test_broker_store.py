@@ -12,6 +12,7 @@ import gevent
 import pytest
 
 from mailerq_gevent.broker import Broker, store
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = str(ROOT / "tests" / "queue_child.py")
@@ -122,9 +123,7 @@ def test_rejected_message_comes_back_first(broker):
         else:
             delivery.ack()
     consumer = mine.consume("q", handler)
-    deadline = time.monotonic() + 10
-    while len(seen) < 6 and time.monotonic() < deadline:
-        gevent.sleep(0.01)
+    wait_until(lambda: len(seen) >= 6)
     consumer.stop(5)
     assert seen == [(0, False), (1, False), (2, False), (2, True), (3, False), (4, False)]
 
@@ -150,9 +149,7 @@ def test_delayed_messages_wait_their_turn(broker):
         arrivals.append((delivery.json()["n"], time.monotonic() - started))
         delivery.ack()
     consumer = mine.consume("q", handler)
-    deadline = time.monotonic() + 10
-    while len(arrivals) < 3 and time.monotonic() < deadline:
-        gevent.sleep(0.02)
+    wait_until(lambda: len(arrivals) >= 3)
     consumer.stop(5)
     assert [n for n, _ in arrivals] == [3, 2, 1]
     assert arrivals[1][1] >= 0.3 and arrivals[2][1] >= 1.0

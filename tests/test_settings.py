@@ -13,6 +13,7 @@ from mailerq_gevent import patterns, settings
 from mailerq_gevent.db import load, schema, tables
 from mailerq_gevent.db.engine import make_engine
 from mailerq_gevent.settings import UNLIMITED, Capacity, Reloader, Settings
+from tests.waiting import wait_until
 
 IP, OTHER_IP = "192.0.2.1", "192.0.2.99"
 LIMITS = tables.CAPACITY_COLUMNS + ("secure",)
@@ -366,13 +367,6 @@ def set_limit(url, value, domain="example.com"):
 
 def limit(reloader):
     return reloader.current.capacity(IP, "example.com").domain_maxmessages
-
-
-def wait_until(predicate, deadline=10.0):
-    end = time.monotonic() + deadline
-    while not predicate():
-        assert time.monotonic() < end, "condition not met within %ss" % deadline
-        gevent.sleep(0.01)
 
 
 def test_reload_now_picks_up_a_changed_row(sqlite_url):
