@@ -165,3 +165,37 @@ def test_delay_queues_round_up():
     assert held.queue_arguments["x-message-ttl"] == 600000
     assert held.queue_arguments["x-dead-letter-routing-key"] == "outbox"
     assert held.queue_arguments["x-expires"] > 2 * 600000
+
+
+def test_publish_many_is_all_or_nothing(broker, request):
+    other = broker.queue + "_b"
+    assert broker.publish_many([(broker.queue, {"n": 1}), (other, {"n": 2}),
+                                ("", {"n": 3})]) == 2
+    wait_until(lambda: broker.depth(broker.queue) == 1 and broker.depth(other) == 1)
+    # the second message cannot be stored: the first must not be either
+    refusing = broker.queue + "_refusing"
+    if broker.embedded:
+        embedded_store = next(entry[0] for entry in _stores().values())
+        original = embedded_store._write
+
+        def failing(ready, delayed, acks):
+            if ready:
+                raise OSError("disk full")
+            return original(ready, delayed, acks)
+        request.getfixturevalue("monkeypatch").setattr(embedded_store, "_write", failing)
+    else:   # a queue declared with other arguments makes RabbitMQ refuse the declaration
+        with kombu.Connection(broker.url) as conn:
+            kombu.Queue(refusing, durable=False, auto_delete=True)(conn.channel()).declare()
+    with pytest.raises(BrokerError):
+        broker.publish_many([(broker.queue, {"n": 4}), (refusing, {"n": 5})])
+    if broker.embedded:
+        request.getfixturevalue("monkeypatch").undo()
+    assert broker.depth(broker.queue) == 1
+    if not broker.embedded:
+        _delete_queues(broker.url, other)
+        _delete_queues(broker.url, refusing)
+
+
+def _stores():
+    from mailerq_gevent.broker import store
+    return store._open

@@ -58,6 +58,10 @@ class Broker:
         """See ``Publisher.publish``: durable on return, or BrokerError."""
         return self.publisher.publish(queue, body, delay=delay, headers=headers)
 
+    def publish_many(self, items):
+        """See ``Publisher.publish_many``: ``(queue, body)`` items, all or nothing."""
+        return self.publisher.publish_many(items)
+
     def consume(self, queue, handler, prefetch=100):
         """Start consuming ``queue`` with ``handler(delivery)``; returns the Consumer."""
         consumer = Consumer(self.url, queue, handler, self.publisher,

@@ -62,17 +62,36 @@ class QoS(virtual.QoS):
 
 
 class Channel(virtual.Channel):
+    """A virtual channel on the store; ``tx_select`` makes its publishes
+    wait for ``tx_commit``, which stores them in one SQLite transaction."""
+
     QoS = QoS
     body_encoding = None        # bodies are stored as they are, no base64
+    _tx = None                  # the publishes of an open transaction
 
     @property
     def store(self):
         return self.connection.store
 
+    def tx_select(self):
+        self._tx = []
+
+    def tx_commit(self):
+        rows, self._tx = self._tx, []
+        if rows:
+            self.store.put_many(rows)
+
+    def tx_rollback(self):
+        self._tx = []
+
     def _put(self, queue, message, **kwargs):
         not_before = float((message.get("headers") or {}).pop(NOT_BEFORE, 0) or 0)
         body = message.pop("body")
-        self.store.put(queue, json.dumps(message), body, not_before)
+        row = (queue, json.dumps(message), body, not_before)
+        if self._tx is None:
+            self.store.put(*row)
+        else:
+            self._tx.append(row)
 
     def _get(self, queue, timeout=None):
         item = self.store.get(queue)

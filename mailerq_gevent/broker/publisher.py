@@ -5,11 +5,16 @@ on RabbitMQ a persistent message in a durable queue, confirmed by the broker
 (publisher confirms); on the embedded queue committed to disk. Anything else
 raises ``BrokerError``, and the caller says 451 or requeues: it never assumes.
 
+``publish_many(items)`` publishes several messages (one per recipient of an
+SMTP transaction) all or nothing: in one AMQP transaction (``tx.select`` /
+``tx.commit``, whose commit-ok RabbitMQ sends once the messages are on disk)
+or, on the embedded queue, in one SQLite transaction.
+
 A py-amqp connection waits for one confirm at a time, so concurrency comes
 from a pool of connections (``size``); a publish takes one, uses it and gives
 it back. The embedded queue's channel may be used by any number of greenlets
-at once (each waits for its own commit), so there all share one connection
-and the ``Store``'s writer groups their publishes into one commit.
+at once (each waits for its own commit), so there single publishes all share
+one connection and the ``Store``'s writer groups them into one commit.
 A connection that failed is thrown away and the publish is tried once more on
 a fresh one (the broker may have restarted); a confirm timeout or a nack is
 not retried.
@@ -36,12 +41,12 @@ class BrokerError(Exception):
 
 class Publisher:
     def __init__(self, url, exchange="", size=8, timeout=DEFAULT_TIMEOUT):
-        self.url, self.exchange, self.size, self.timeout = url, exchange, size, timeout
+        self.url, self.exchange, self.timeout = url, exchange, timeout
         self.embedded = connection.is_embedded(url)
-        self._idle = Queue()
-        self._slots = []
+        self._single = _Pool(url, size, timeout, transactional=False, shared=self.embedded)
+        self._tx = _Pool(url, max(size, 32) if self.embedded else size, timeout,
+                         transactional=True, shared=False)
         self._declared = {}         # queue name -> time.monotonic() of its declaration
-        self._closed = False
 
     def publish(self, queue, body, delay=0.0, headers=None):
         """Publish ``body`` (bytes or a dict, JSON-encoded) to ``queue``; durable on return.
@@ -49,69 +54,73 @@ class Publisher:
         ``delay`` holds the message back that many seconds. An empty ``queue``
         name means the queue is disabled: nothing is published, returns False.
         """
-        if not queue:
-            return False
-        if isinstance(body, dict):
-            body = codec.encode(body)
-        slot = self._take()
-        try:
-            self._publish_retrying(slot, queue, body, delay, headers)
-        finally:
-            self._give(slot)
-        return True
+        return self.publish_many([(queue, body, delay, headers)]) == 1
+
+    def publish_many(self, items):
+        """Publish ``(queue, body[, delay[, headers]])`` items all or nothing;
+        returns how many were published (items for a disabled queue are skipped)."""
+        items = [_item(*item) for item in items if item[0]]
+        if not items:
+            return 0
+        pool = self._single if len(items) == 1 else self._tx
+        self._with_retry(pool, "publish to %s" % items[0][0],
+                         lambda slot: self._send_all(slot, items, pool.transactional))
+        return len(items)
 
     def declare(self, queue):
         """Declare ``queue`` (and the exchange) now; raises BrokerError."""
-        slot = self._take()
-        try:
-            with self._deadline("declare %s" % queue):
-                self._declare(slot, queue)
-        except connection.ERRORS as exc:
-            self._discard(slot)
-            raise BrokerError("cannot declare %s: %s" % (queue, _reason(exc))) from exc
-        finally:
-            self._give(slot)
+        self._with_retry(self._single, "declare %s" % queue,
+                         lambda slot: self._declare(slot, queue), retry=False)
 
     def depth(self, queue):
         """Messages ready in ``queue``; raises BrokerError."""
-        slot = self._take()
-        try:
-            with self._deadline("depth of %s" % queue):
-                declared = topology.queue(queue, self.exchange)(slot.channel()).queue_declare(
-                    passive=True)
+        def depth(slot):
+            declared = topology.queue(queue, self.exchange)(slot.channel()).queue_declare(
+                passive=True)
             return declared.message_count
-        except connection.ERRORS as exc:
-            self._discard(slot)
-            raise BrokerError("cannot read the depth of %s: %s" % (queue, _reason(exc))) from exc
-        finally:
-            self._give(slot)
+        return self._with_retry(self._single, "depth of %s" % queue, depth, retry=False)
 
     def close(self):
-        self._closed = True
-        for slot in self._slots:
-            slot.reset()
-        self._slots = []
+        self._single.close()
+        self._tx.close()
 
     # -- inside ---------------------------------------------------------------
 
-    def _publish_retrying(self, slot, queue, body, delay, headers):
+    def _with_retry(self, pool, what, action, retry=True):
+        """Run ``action(slot)`` on a pooled connection within the timeout; a
+        broken connection is replaced and, if ``retry``, the action run once more."""
         for attempt in (1, 2):
+            slot = pool.take()
             fresh = slot.conn is None or self.embedded
             try:
-                with self._deadline("publish to %s" % queue):
-                    return self._send(slot, queue, body, delay, headers)
+                with gevent.Timeout(self.timeout, BrokerError("%s: no answer from %s within %gs"
+                                                              % (what, self._name, self.timeout))):
+                    return action(slot)
             except BrokerError:
-                self._discard(slot)
+                pool.discard(slot)
                 raise
             except connection.ERRORS as exc:
-                self._discard(slot)
+                pool.discard(slot)
                 self._declared.clear()
-                if fresh or attempt == 2 or _is_refusal(exc):
-                    raise BrokerError("%s did not take the message: %s" % (
-                        connection.describe(self.url), _reason(exc))) from exc
-                log.warning("broker.publish_retry", queue=queue, error=exc.__class__.__name__)
+                if not retry or fresh or attempt == 2 or _is_refusal(exc):
+                    raise BrokerError("%s: %s" % (what, _reason(exc))) from exc
+                log.warning("broker.publish_retry", what=what, error=exc.__class__.__name__)
+            finally:
+                pool.give(slot)
+
+    @property
+    def _name(self):
+        return connection.describe(self.url)
+
+    def _send_all(self, slot, items, transactional):
+        for queue, body, delay, headers in items:
+            self._send(slot, queue, body, delay, headers)
+        if transactional:
+            slot.channel().tx_commit()
 
     def _send(self, slot, queue, body, delay, headers):
+        if isinstance(body, dict):
+            body = codec.encode(body)
         exchange, routing_key = self.exchange, queue
         if delay and delay > 0:
             if self.embedded:
@@ -138,24 +147,34 @@ class Publisher:
             self._declared[holding.name] = time.monotonic()
         return holding.name
 
-    def _deadline(self, what):
-        return gevent.Timeout(self.timeout, BrokerError(
-            "%s: no answer from %s within %gs" % (what, connection.describe(self.url),
-                                                  self.timeout)))
 
-    def _take(self):
+def _item(queue, body, delay=0.0, headers=None):
+    return queue, body, delay, headers
+
+
+class _Pool:
+    """Connections to take and give back; ``shared``: one connection for all callers."""
+
+    def __init__(self, url, size, timeout, transactional, shared):
+        self.url, self.size, self.timeout = url, size, timeout
+        self.transactional, self.shared = transactional, shared
+        self._idle = Queue()
+        self._slots = []
+        self._closed = False
+
+    def take(self):
         if self._closed:
             raise BrokerError("the publisher is closed")
-        if self.embedded:
+        if self.shared:
             if not self._slots:
-                self._slots.append(_Slot(self.url))
+                self._slots.append(_Slot(self.url, self.transactional))
             return self._slots[0]
         try:
             return self._idle.get_nowait()
         except Empty:
             pass
         if len(self._slots) < self.size:
-            self._slots.append(_Slot(self.url))
+            self._slots.append(_Slot(self.url, self.transactional))
             return self._slots[-1]
         try:
             return self._idle.get(timeout=self.timeout)
@@ -163,28 +182,36 @@ class Publisher:
             raise BrokerError("all %d broker connections stayed busy for %gs" % (
                 self.size, self.timeout)) from None
 
-    def _give(self, slot):
-        if not self._closed and not self.embedded:
+    def give(self, slot):
+        if not self._closed and not self.shared:
             self._idle.put(slot)
 
-    def _discard(self, slot):
-        """Throw away a RabbitMQ connection that failed (the embedded one is shared)."""
-        if not self.embedded:
+    def discard(self, slot):
+        """Throw away a connection that failed (not the shared one: others use it)."""
+        if not self.shared:
             slot.reset()
+
+    def close(self):
+        self._closed = True
+        for slot in self._slots:
+            slot.reset()
+        self._slots = []
 
 
 class _Slot:
-    """One connection of the pool with its channel and producer, made on first use."""
+    """One connection with its channel and producer, made on first use."""
 
-    def __init__(self, url):
-        self.url = url
+    def __init__(self, url, transactional):
+        self.url, self.transactional = url, transactional
         self.conn = self._channel = self._producer = None
 
     def channel(self):
         if self.conn is None:
-            conn = connection.connect(self.url)
+            conn = connection.connect(self.url, confirm=not self.transactional)
             try:
                 self._channel = conn.channel()
+                if self.transactional:
+                    self._channel.tx_select()
             except BaseException:
                 _quietly(conn.release)
                 raise
@@ -196,6 +223,7 @@ class _Slot:
         return self._producer
 
     def reset(self):
+        """Close the connection; an uncommitted transaction dies with it."""
         conn, self.conn, self._channel, self._producer = self.conn, None, None, None
         if conn is not None:
             _quietly(conn.release)

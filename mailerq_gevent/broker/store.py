@@ -73,7 +73,7 @@ class Store:
         self._next_id = 1
         self._queues = {}           # name -> _QueueState
         self._inflight = {}         # id -> (queue, envelope, body)
-        self._puts = []             # (queue, envelope, body, not_before, AsyncResult)
+        self._puts = []             # ([(queue, envelope, body, not_before)...], AsyncResult)
         self._acks = []
         self._wake_writer = Event()
         self._written = Event()     # set while nothing waits to be committed
@@ -150,10 +150,15 @@ class Store:
 
     def put(self, queue, envelope, body, not_before=0.0, timeout=None):
         """Store one message; returns once it is committed. Raises StoreError."""
+        self.put_many([(queue, envelope, body, not_before)], timeout)
+
+    def put_many(self, rows, timeout=None):
+        """Store ``(queue, envelope, body, not_before)`` rows in one transaction:
+        all of them or none. Returns once committed; raises StoreError."""
         if self._closing or self._db is None:
             raise StoreError("the queue store is closed")
         done = AsyncResult()
-        self._puts.append((queue, envelope, body, not_before, done))
+        self._puts.append((rows, done))
         self._wake()
         done.get(timeout=timeout)
 
@@ -257,8 +262,17 @@ class Store:
                 return
             self._reclaim()
 
+    def _take_puts(self):
+        """Whole groups of puts, up to about MAX_BATCH rows (a group is never split)."""
+        taken, rows = 0, 0
+        while taken < len(self._puts) and (rows < MAX_BATCH or taken == 0):
+            rows += len(self._puts[taken][0])
+            taken += 1
+        puts, self._puts = self._puts[:taken], self._puts[taken:]
+        return puts
+
     def _commit_batch(self):
-        puts, self._puts = self._puts[:MAX_BATCH], self._puts[MAX_BATCH:]
+        puts = self._take_puts()
         acks, self._acks = self._acks[:MAX_BATCH], self._acks[MAX_BATCH:]
         ready, delayed = self._number(puts)
         try:
@@ -268,13 +282,13 @@ class Store:
             error = exc if isinstance(exc, StoreError) else StoreError(
                 "cannot commit to %s: %s" % (self.path or ":memory:", exc))
             log.error("queue.commit_failed", path=self.path, error=exc.__class__.__name__,
-                      detail=str(exc)[:200], messages=len(puts))
-            for item in puts:
-                item[4].set_exception(error)
+                      detail=str(exc)[:200], messages=len(ready) + len(delayed))
+            for _, done in puts:
+                done.set_exception(error)
             gevent.sleep(0.1)       # do not spin on a full disk
             return
-        for item in puts:
-            item[4].set(None)
+        for _, done in puts:
+            done.set(None)
         if delayed:
             self._schedule(min(row[2] for row in delayed))
         if ready:
@@ -304,7 +318,7 @@ class Store:
 
     def _number(self, puts):
         ready, delayed = [], []
-        for queue, envelope, body, not_before, _ in puts:
+        for queue, envelope, body, not_before in (row for rows, _ in puts for row in rows):
             row_id, self._next_id = self._next_id, self._next_id + 1
             if not_before and not_before > time.time():
                 delayed.append((row_id, queue, not_before, envelope, body))
