@@ -16,10 +16,14 @@ to ``ips`` at the first successful connection. The embedded queue must open
 import socket
 from urllib.parse import unquote, urlsplit
 
+from mailerq_gevent import authn, certificates, logs, netinfo, settings
 from mailerq_gevent import broker as broker_module
-from mailerq_gevent import logs, netinfo, settings
 from mailerq_gevent.config_values import redact_url
+from mailerq_gevent.connections import ConnectionBudget
 from mailerq_gevent.db import engine as db_engine, load, schema
+from mailerq_gevent.smtpd.server import SMTPServer
+
+VAR_DIR = "var"     # generated files (the self-signed certificate), like the default paths
 
 log = logs.get(__name__)
 
@@ -30,6 +34,7 @@ class App:
         self.purge_database = purge_database
         self.reloader = None
         self.broker = None
+        self.budget = ConnectionBudget.from_config(conf)
         self.parts = []
 
     def queue_names(self):
@@ -46,8 +51,23 @@ class App:
             prepare=self._prepare_database)
         self.reloader.reload_now()
         self.reloader.start()
+        self.parts = self._build_parts()
         for part in self.parts:
             part.start()
+
+    def _build_parts(self):
+        parts = []
+        if self.conf.smtp_port or self.conf.smtp_secure_port:
+            parts.append(self._smtp_server())
+        return parts
+
+    def _smtp_server(self):
+        conf = self.conf
+        tls = certificates.server_context(
+            conf.smtp_certificate, conf.smtp_key, conf.smtp_ciphers, var_dir=VAR_DIR,
+            hostname=conf.smtp_hostname or socket.gethostname(), name="smtp")
+        return SMTPServer(conf, self.broker, lambda: self.reloader.current, self.budget,
+                          authenticator=authn.from_spec(conf.smtp_auth), tls_context=tls)
 
     def stop(self, timeout=30.0):
         for part in reversed(self.parts):

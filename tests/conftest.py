@@ -68,3 +68,6 @@ def db_url(request, tmp_path):
         return "sqlite:///%s" % (tmp_path / "mailerq.sqlite")
     return request.getfixturevalue(
         "pg_server_url" if request.param == "postgresql" else "mysql_server_url")
+
+
+from tests.smtp_support import smtp  # noqa: E402,F401  - the SMTP server fixture

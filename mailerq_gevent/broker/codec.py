@@ -24,6 +24,14 @@ def encode(message):
         return json.dumps(message, separators=(",", ":")).encode("ascii")
 
 
+def encode_with_mime(message, mime_json):
+    """``message`` plus ``"mime": <mime_json>`` (an already encoded JSON string),
+    so a large MIME is encoded once for all the recipients of a message."""
+    head = encode(message)
+    separator = b"," if len(head) > 2 else b""
+    return b"".join((head[:-1], separator, b'"mime":', mime_json.encode("ascii"), b"}"))
+
+
 def decode(body):
     """bytes -> ``dict``; raises CodecError for anything but a JSON object."""
     try:

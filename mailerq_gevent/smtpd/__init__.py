@@ -1,0 +1,15 @@
+"""The SMTP injection server (seed 002, SPEC §6, RFC 5321).
+
+    server.py      listeners, connection limits, who may connect / relay, greeting names
+    session.py     one session: the state machine, a method per verb
+    wire.py        reading lines and DATA within limits and deadlines; STARTTLS
+    addresses.py   MAIL/RCPT paths and parameters, address validation
+    auth.py        the AUTH PLAIN / LOGIN exchange (schemes in ``authn/``)
+    protection.py  blocking addresses that keep failing to log in
+    message.py     the queued JSON: Received, x-mq-* properties, outgoing IP, queues
+    headers.py     reading and removing header fields without parsing the MIME
+    reply.py       every reply the server sends
+
+A 250 after DATA is sent only once every recipient's message is durably
+queued (``Broker.publish_many``); when the queue cannot take it, 451.
+"""

@@ -1,0 +1,66 @@
+"""The header block of a received message, read without parsing the whole MIME.
+
+Content here always has CRLF line ends (``wire.clean``). The header block is
+everything up to the first empty line; a field is its first line plus the
+continuation lines that start with a space or a tab (RFC 5322 §2.2.3). The
+bytes of what is kept are not touched.
+"""
+
+HEADER_END = b"\r\n\r\n"
+
+
+def split(content):
+    """(header block including its last CRLF, the rest from the empty line on)."""
+    if content.startswith(b"\r\n"):
+        return b"", content
+    end = content.find(HEADER_END)
+    if end < 0:
+        return content, b""
+    return content[:end + 2], content[end + 2:]
+
+
+def fields(block):
+    """The fields of a header block as lists of their raw lines (CRLF kept)."""
+    grouped = []
+    for line in block.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and grouped:
+            grouped[-1].append(line)
+        else:
+            grouped.append([line])
+    return grouped
+
+
+def name_and_value(lines):
+    """The field's name (lower case) and unfolded value, as text."""
+    raw = b"".join(lines).decode("utf-8", "surrogateescape")
+    name, _, value = raw.partition(":")
+    return name.strip().lower(), " ".join(value.split())
+
+
+def remove(content, prefix):
+    """Take out every field whose name starts with ``prefix`` (lower case bytes).
+
+    Returns ``([(name, value)...], content without them)``.
+    """
+    block, rest = split(content)
+    if prefix not in block.lower():
+        return [], content
+    kept, found = [], []
+    for lines in fields(block):
+        if lines[0][:len(prefix)].lower() == prefix:
+            found.append(name_and_value(lines))
+        else:
+            kept.extend(lines)
+    return found, b"".join(kept) + rest
+
+
+def content_type(content):
+    """The Content-Type of the message in lower case ('' when there is none)."""
+    block, _ = split(content)
+    if b"content-type" not in block.lower():
+        return ""
+    for lines in fields(block):
+        name, value = name_and_value(lines)
+        if name == "content-type":
+            return value.lower()
+    return ""

@@ -1,0 +1,192 @@
+"""From an accepted SMTP transaction to the queued JSON messages (SPEC §4, seed 002).
+
+``build(transaction, content, conf, snapshot)`` returns ``(queue, body)``
+pairs, one per recipient, for ``Publisher.publish_many``:
+
+* a ``Received:`` trace header is put in front (RFC 5321 §4.4; the protocol
+  name per RFC 3848: ESMTP, ESMTPS, ESMTPA, ESMTPSA);
+* with ``smtp-extract`` on, every ``x-mq-*`` header becomes a JSON property
+  and leaves the MIME (``headers.py`` for the header block, ``extract`` below
+  for the names);
+* the outgoing IP: ``x-mq-ip``, else the address the client connected to when
+  it is mappable (in ``smtp-mappable-ips``, or that list is empty, and not in
+  ``smtp-unmappable-ips``), else ``smtp-defaultips``; none of them: no ``ips``
+  property, and delivery uses its own default;
+* DSN parameters (RET, ENVID from MAIL; NOTIFY, ORCPT from RCPT) go to ``dsn``;
+* a recipient in the ``locals`` table goes to ``rabbitmq-local`` (a delivery
+  report to ``rabbitmq-reports`` when that is set), every other to
+  ``rabbitmq-inbox``.
+
+The MIME is carried as a JSON string: bytes that are not UTF-8 are kept with
+``surrogateescape`` (they travel as ``\\udcXX`` escapes and come back as the
+same bytes). It is encoded once and spliced into each recipient's JSON.
+"""
+
+import calendar
+import email.utils
+import ipaddress
+import json
+from datetime import datetime, timezone
+
+from mailerq_gevent.broker import codec
+from mailerq_gevent.smtpd import headers
+
+PREFIX = b"x-mq-"
+
+
+class BadHeader(ValueError):
+    """An ``x-mq-*`` header whose value cannot be used (the message is refused)."""
+
+
+class Transaction:
+    """What the session knows of one accepted message."""
+
+    __slots__ = ("queue_id", "sender", "mail_params", "recipients", "helo", "esmtp", "tls",
+                 "user", "peer_ip", "local_ip", "hostname", "received_at")
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+
+def build(tx, content, conf, snapshot):
+    """``[(queue, body bytes)]`` for the transaction (see the module docstring)."""
+    properties = {}
+    if conf.smtp_extract:
+        found, content = headers.remove(content, PREFIX)
+        properties = extract(found)
+    content = received_header(tx) + content
+    properties.setdefault("ips", outgoing_ips(tx.local_ip, conf))
+    if not properties["ips"]:
+        del properties["ips"]
+    mime = json.dumps(content.decode("utf-8", "surrogateescape"))
+    report = headers.content_type(content).startswith("multipart/report")
+    return [(_queue_for(path.address, snapshot, conf, report),
+             codec.encode_with_mime(_message(tx, path, params, properties), mime))
+            for path, params in tx.recipients]
+
+
+def _message(tx, path, params, properties):
+    message = {"envelope": tx.sender, "recipient": path.address}
+    message.update(properties)
+    dsn = _dsn(tx.mail_params, params)
+    dsn.update(message.get("dsn") or {})
+    if dsn:
+        message["dsn"] = dsn
+    return message
+
+
+def _dsn(mail_params, rcpt_params):
+    dsn = {}
+    for source, name in ((mail_params, "RET"), (mail_params, "ENVID"),
+                         (rcpt_params, "NOTIFY"), (rcpt_params, "ORCPT")):
+        if source.get(name):
+            dsn[name.lower()] = source[name]
+    return dsn
+
+
+def _queue_for(address, snapshot, conf, report):
+    local = address.lower() == "postmaster" or snapshot.is_local(address)
+    if local and report and conf.rabbitmq_reports:
+        return conf.rabbitmq_reports
+    if local and conf.rabbitmq_local:
+        return conf.rabbitmq_local
+    return conf.rabbitmq_inbox
+
+
+def received_header(tx):
+    protocol = ("ESMTP" if tx.esmtp else "SMTP") + ("S" if tx.tls else "") + (
+        "A" if tx.user else "")
+    date = email.utils.format_datetime(datetime.fromtimestamp(tx.received_at, timezone.utc))
+    target = "\r\n\tfor <%s>;" % tx.recipients[0][0].address if len(tx.recipients) == 1 else ";"
+    text = "Received: from %s ([%s])\r\n\tby %s (mailerq-gevent) with %s id %s%s %s\r\n" % (
+        _clean(tx.helo), tx.peer_ip, tx.hostname, protocol, tx.queue_id, target, date)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _clean(text):
+    """The HELO name as a header may show it: no control characters, bounded."""
+    return "".join(c if c.isprintable() and c not in "()\\" else "?" for c in text[:255])
+
+
+def outgoing_ips(local_ip, conf):
+    """[the submitted-to address] when mappable, else ``smtp-defaultips``."""
+    if local_ip and mappable(local_ip, conf):
+        return [local_ip]
+    return list(conf.smtp_defaultips)
+
+
+def mappable(ip, conf):
+    address = ipaddress.ip_address(ip)
+    if conf.smtp_mappable_ips and not any(address in net for net in conf.smtp_mappable_ips):
+        return False
+    return not any(address in net for net in conf.smtp_unmappable_ips)
+
+
+# -- x-mq-* headers -> JSON properties ------------------------------------------
+
+QUEUE_NAMES = ("results", "success", "failure", "retry")
+DSN_NAMES = {"dsn-notify": "notify", "dsn-ret": "ret", "dsn-envid": "envid",
+             "dsn-orcpt": "orcpt"}
+
+
+def extract(found):
+    """``[("x-mq-name", value)]`` -> the JSON properties they stand for."""
+    properties = {}
+    for name, value in found:
+        key = name[len(PREFIX):].lower()
+        try:
+            _apply(properties, key, value.strip())
+        except ValueError as exc:
+            raise BadHeader("bad value in the %s header: %s" % (name, exc)) from None
+    return properties
+
+
+def _apply(properties, key, value):
+    if key == "ip":
+        properties["ips"] = [str(ipaddress.ip_address(ip)) for ip in _items(value)]
+    elif key in ("tag", "tags"):
+        properties.setdefault("tags", []).extend(_items(value))
+    elif key in ("delayed", "nextattempt"):
+        properties["nextattempt"] = parse_time(value)
+    elif key == "maxdelivertime":
+        properties[key] = int(value) if value.isdigit() else parse_time(value)
+    elif key == "maxattempts":
+        properties[key] = _whole(value)
+    elif key == "retries":
+        properties[key] = [_whole(item) for item in _items(value)]
+    elif key in QUEUE_NAMES:
+        properties.setdefault("queues", {})[key] = value or None
+    elif key in DSN_NAMES:
+        properties.setdefault("dsn", {})[DSN_NAMES[key]] = value
+    else:
+        properties[key] = value
+
+
+def _items(value):
+    return [item for item in value.replace(";", ",").replace(" ", ",").split(",") if item]
+
+
+def _whole(text):
+    number = int(text)
+    if number < 0:
+        raise ValueError("%d is negative" % number)
+    return number
+
+
+def parse_time(text):
+    """Seconds since the epoch from a number, ISO 8601 (UTC unless it says) or an RFC 5322 date."""
+    try:
+        return int(float(text))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            raise ValueError("%r is not a time" % text) from None
+    if moment.tzinfo is None:
+        return calendar.timegm(moment.timetuple())
+    return int(moment.timestamp())

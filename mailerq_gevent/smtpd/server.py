@@ -1,0 +1,169 @@
+"""The SMTP listeners (seed 002): every ``smtp-port`` and ``smtp-secure-port``.
+
+One ``gevent.server.StreamServer`` per port, on ``smtp-ip`` or, when that is
+empty, on every address (IPv6 and IPv4 through one dual-stack socket where
+the host has IPv6). Ports on ``smtp-secure-port`` speak TLS from the first
+byte. Each connection is one greenlet running a ``Session``; it must first
+get an inbound slot of the ``ConnectionBudget`` (``smtp-connections``,
+``smtp-connections-in``), and a client that finds the server full gets
+``421`` at once while the sessions already open carry on.
+
+Besides the sessions, this is where the policy of who may do what lives:
+``allowed`` (``smtp-range``), ``relay_check`` (``smtp-auth`` and the local
+addresses), ``hostname_for`` (the greeting name: the ``mtanames`` row of the
+local address, else ``smtp-hostname``, else its reverse DNS name).
+``stop(timeout)`` closes the listeners, lets the sessions finish what they
+are doing within ``timeout``, then cuts the rest.
+"""
+
+import ipaddress
+import socket
+
+import gevent
+from gevent.pool import Group
+from gevent.server import StreamServer
+
+from mailerq_gevent import logs
+from mailerq_gevent.smtpd import addresses, reply
+from mailerq_gevent.smtpd.protection import FailedLogins
+from mailerq_gevent.smtpd.session import Session, ShuttingDown
+
+log = logs.get(__name__)
+
+BACKLOG = 1024
+REVERSE_DNS_TIMEOUT = 2.0
+AUTH_FAILURE_DELAY = 1.0
+
+
+class SMTPServer:
+    def __init__(self, conf, broker, settings, budget, authenticator=None, tls_context=None):
+        """``settings``: a callable returning the current settings snapshot."""
+        self.conf, self.broker, self.settings, self.budget = conf, broker, settings, budget
+        self.authenticator, self.tls_context = authenticator, tls_context
+        self.protection = FailedLogins(enabled=conf.smtp_protection)
+        self.greet_wait = 0.0
+        self.stopping = False
+        self._open = {}             # greenlet -> its Session
+        self.auth_failure_delay = AUTH_FAILURE_DELAY
+        self._servers = []
+        self._sessions = Group()
+        self._names = {}
+
+    @property
+    def addresses(self):
+        """``[(host, port, secure)]`` actually listened on (port 0 becomes a real port)."""
+        return [(srv.socket.getsockname()[0], srv.socket.getsockname()[1], secure)
+                for srv, secure in self._servers]
+
+    def start(self):
+        for port, secure in self._ports():
+            listener = _listen(self.conf.smtp_ip, port)
+            handle = self._handle_secure if secure else self._handle
+            server = StreamServer(listener, handle, spawn=self._sessions.spawn)
+            server.start()
+            self._servers.append((server, secure))
+            log.info("smtp.listening", address=listener.getsockname()[0],
+                     port=listener.getsockname()[1], tls="implicit" if secure else "starttls")
+
+    def _ports(self):
+        if self.conf.smtp_secure_port and self.tls_context is None:
+            raise ValueError("smtp-secure-port needs TLS")
+        return ([(port, False) for port in self.conf.smtp_port] +
+                [(port, True) for port in self.conf.smtp_secure_port])
+
+    def stop(self, timeout=30.0):
+        """Stop listening; idle sessions get 421 now, a transaction in flight
+        may finish within ``timeout``; what is left then is cut."""
+        self.stopping = True
+        for server, _ in self._servers:
+            server.close()
+        self._servers = []
+        for greenlet, session in list(self._open.items()):
+            if session.idle:
+                greenlet.kill(ShuttingDown, block=False)
+        self._sessions.join(timeout)
+        if len(self._sessions):
+            log.warning("smtp.sessions_cut", count=len(self._sessions))
+            self._sessions.kill(timeout=5)
+
+    # -- connections ----------------------------------------------------------
+
+    def _handle(self, sock, address, secure=False):
+        if not self.budget.try_inbound():
+            _refuse(sock)
+            return
+        session = Session(self, sock, _plain_ip(address[0]), _plain_ip(sock.getsockname()[0]),
+                          implicit_tls=secure)
+        self._open[gevent.getcurrent()] = session
+        try:
+            session.run()
+        finally:
+            del self._open[gevent.getcurrent()]
+            self.budget.release_inbound()
+
+    def _handle_secure(self, sock, address):
+        self._handle(sock, address, secure=True)
+
+    # -- policy ---------------------------------------------------------------
+
+    def allowed(self, ip):
+        address = ipaddress.ip_address(ip)
+        return any(address in network for network in self.conf.smtp_range)
+
+    def relay_check(self, session, path):
+        """None when ``session`` may send to ``path``, else the refusal.
+
+        Without ``smtp-auth`` every client inside ``smtp-range`` may relay.
+        With it, an unauthenticated client may only reach local addresses,
+        and never through the odd forms some MTAs route on.
+        """
+        if self.authenticator is None or session.user is not None:
+            return None
+        if addresses.is_odd(path):
+            return reply.RELAY_DENIED
+        snapshot = session.envelope.snapshot
+        if path.address.lower() == "postmaster" or snapshot.is_local(path.address):
+            return None
+        return reply.AUTH_REQUIRED
+
+    def hostname_for(self, local_ip):
+        name = self.settings().mtaname(local_ip) or self.conf.smtp_hostname
+        if name:
+            return name
+        if local_ip not in self._names:
+            self._names[local_ip] = _reverse_name(local_ip)
+        return self._names[local_ip]
+
+
+def _listen(ip, port):
+    if ip:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        return socket.create_server((ip, port), family=family, backlog=BACKLOG)
+    if socket.has_dualstack_ipv6():
+        return socket.create_server(("::", port), family=socket.AF_INET6, backlog=BACKLOG,
+                                    dualstack_ipv6=True)
+    return socket.create_server(("0.0.0.0", port), backlog=BACKLOG)
+
+
+def _plain_ip(text):
+    """``::ffff:1.2.3.4`` (a v4 client on a dual-stack socket) -> ``1.2.3.4``."""
+    address = ipaddress.ip_address(text.split("%")[0])
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
+def _refuse(sock):
+    try:
+        sock.sendall(reply.TOO_MANY_CONNECTIONS.encode())
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def _reverse_name(ip):
+    try:
+        with gevent.Timeout(REVERSE_DNS_TIMEOUT):
+            return socket.gethostbyaddr(ip)[0]
+    except (OSError, gevent.Timeout):
+        return socket.gethostname()

@@ -1,0 +1,395 @@
+"""One inbound SMTP session: the RFC 5321 state machine, a method per verb.
+
+Per-connection state (HELO name, TLS, the authenticated user, error counts)
+lives on the ``Session``; per-transaction state in its ``Envelope``, so RSET,
+EHLO and STARTTLS drop only the envelope (STARTTLS drops the rest as well).
+Handlers return a ``Reply`` (or None when they have answered already); only
+``_send`` writes, and replies go out when the session next waits for the
+client, so a pipelined group (RFC 2920) is answered in one write.
+
+Protocol hygiene, each with its own test: a command line must end in CRLF and
+hold no NUL or bare CR; a client that talks before the greeting, or sends
+message content before the 354 to DATA, breaks RFC 2920 and gets
+``554 5.5.0`` and the connection is closed (as Postfix and Exim do);
+STARTTLS drops whatever plaintext came after it (CVE-2011-0411) and forgets
+HELO and AUTH; AUTH is offered only inside TLS (or, if ``smtp-auth-plaintext``
+is on, to a loopback client). Too many errors or failed logins end the session.
+"""
+
+import ipaddress
+import os
+import ssl
+import time
+
+import gevent
+
+from mailerq_gevent import logs
+from mailerq_gevent.broker import BrokerError
+from mailerq_gevent.smtpd import addresses, auth, message, reply
+from mailerq_gevent.smtpd.wire import Closed, LineTooLong, ReadTimeout, TooBig, Wire
+
+log = logs.get(__name__)
+
+COMMAND_LIMIT = 512             # RFC 5321 §4.5.3.1.4, CRLF included
+AUTH_LIMIT = 12288              # RFC 4954 §4
+MAX_RECIPIENTS = 1000
+MAX_ERRORS = 20
+MAX_AUTH_FAILURES = 3
+NOTIFY_VALUES = {"SUCCESS", "FAILURE", "DELAY"}
+
+
+class ShuttingDown(BaseException):
+    """Raised into an idle session when the server stops."""
+
+
+class Envelope:
+    __slots__ = ("sender", "params", "recipients", "utf8", "snapshot")
+
+    def __init__(self, sender, params, snapshot):
+        self.sender, self.params, self.snapshot = sender, params, snapshot
+        self.recipients = []
+        self.utf8 = "SMTPUTF8" in params
+
+
+class Session:
+    VERBS = ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP",
+             "STARTTLS", "AUTH")
+
+    def __init__(self, server, sock, peer_ip, local_ip, implicit_tls=False):
+        self.server, self.conf = server, server.conf
+        self.wire = Wire(sock, self.conf.smtp_timeout)
+        self.peer_ip, self.local_ip = peer_ip, local_ip
+        self.implicit_tls, self.tls = implicit_tls, False
+        self.hostname = None
+        self.helo, self.esmtp, self.user, self.envelope = None, False, None, None
+        self.errors = self.auth_failures = 0
+        self.idle = False           # waiting for a command outside a transaction
+        self._handlers = {verb: getattr(self, "do_" + verb.lower()) for verb in self.VERBS}
+
+    # -- the connection -------------------------------------------------------
+
+    def run(self):
+        try:
+            if self.implicit_tls:
+                self.wire.start_tls(self.server.tls_context)
+                self.tls = True
+            self._converse()
+        except ReadTimeout:
+            self._send(reply.TIMEOUT.format(host=self.hostname or "-"))
+        except ShuttingDown:
+            self._send(reply.SHUTTING_DOWN)
+        except (Closed, OSError, ssl.SSLError, EOFError):
+            pass
+        finally:
+            self._close()
+
+    def _converse(self):
+        answer = self._opening()
+        while answer is None or not answer.close:
+            if answer is not None:
+                self._send(answer)
+            answer = self._next_command()
+        self._send(answer)
+
+    def _opening(self):
+        self.hostname = self.server.hostname_for(self.local_ip)
+        if not self.server.allowed(self.peer_ip):
+            log.info("smtp.refused", client=self.peer_ip, reason="smtp-range")
+            return reply.ACCESS_DENIED.format(ip=self.peer_ip)
+        if self.server.protection.blocked(self.peer_ip):
+            return reply.BLOCKED
+        if self.server.greet_wait:
+            gevent.sleep(self.server.greet_wait)
+        if self.wire.buffered():
+            log.info("smtp.sync_error", client=self.peer_ip, stage="before greeting")
+            return reply.SYNC_ERROR
+        return reply.GREETING.format(host=self.hostname)
+
+    def _close(self):
+        try:
+            self.wire.flush()
+        except (OSError, ssl.SSLError):
+            pass
+        try:
+            self.wire.sock.close()
+        except OSError:
+            pass
+
+    def _send(self, answer):
+        self.wire.send(answer.encode())
+
+    def challenge(self, answer):
+        """Send a 334 challenge and return the client's line (for AUTH)."""
+        self._send(answer)
+        line = self.wire.readline(AUTH_LIMIT)
+        if not line.endswith(b"\r\n"):
+            raise Closed()
+        return line[:-2].decode("ascii", "replace").strip()
+
+    # -- commands -------------------------------------------------------------
+
+    def _next_command(self):
+        if self.server.stopping and self.envelope is None:
+            return reply.SHUTTING_DOWN
+        self.idle = self.envelope is None
+        try:
+            line = self.wire.readline(AUTH_LIMIT)
+        except LineTooLong:
+            return self._error(reply.LINE_TOO_LONG)
+        finally:
+            self.idle = False
+        return self.dispatch(line)
+
+    def dispatch(self, raw):
+        if not raw.endswith(b"\r\n") or b"\0" in raw or b"\r" in raw[:-2]:
+            return self._error(reply.BAD_CHARACTER)
+        try:
+            text = raw[:-2].decode("utf-8")
+        except UnicodeDecodeError:
+            return self._error(reply.BAD_CHARACTER)
+        verb, _, argument = text.partition(" ")
+        handler = self._handlers.get(verb.upper())
+        if handler is None:
+            return self._error(reply.UNKNOWN_COMMAND)
+        if len(raw) > COMMAND_LIMIT and handler != self.do_auth:
+            return self._error(reply.LINE_TOO_LONG)
+        answer = handler(argument)
+        if answer is not None and answer.code >= 500 and answer.code != 554:
+            return self._error(answer)
+        return answer
+
+    def _error(self, answer):
+        self.errors += 1
+        return reply.TOO_MANY_ERRORS if self.errors > MAX_ERRORS else answer
+
+    def do_ehlo(self, argument):
+        return self._hello(argument, esmtp=True)
+
+    def do_helo(self, argument):
+        return self._hello(argument, esmtp=False)
+
+    def _hello(self, argument, esmtp):
+        name = argument.strip()
+        if not name or " " in name:
+            return reply.SYNTAX.format(usage="%s hostname" % ("EHLO" if esmtp else "HELO"))
+        self.helo, self.esmtp, self.envelope = name, esmtp, None
+        if not esmtp:
+            return reply.HELO.format(host=self.hostname)
+        return reply.multiline(250, [self.hostname] + self.extensions())
+
+    def extensions(self):
+        offered = ["PIPELINING", "SIZE %d" % self.conf.smtp_maxsize, "8BITMIME", "SMTPUTF8",
+                   "ENHANCEDSTATUSCODES", "DSN"]
+        if self.server.tls_context is not None and not self.tls:
+            offered.append("STARTTLS")
+        if self.server.authenticator is not None and self.user is None and self._may_auth():
+            offered.append("AUTH " + " ".join(auth.MECHANISMS))
+        return offered
+
+    def _may_auth(self):
+        if self.tls:
+            return True
+        return self.conf.smtp_auth_plaintext and ipaddress.ip_address(self.peer_ip).is_loopback
+
+    def do_mail(self, argument):
+        if not self.helo:
+            return reply.NEED_HELO
+        if self.envelope is not None:
+            return reply.NESTED_MAIL
+        try:
+            path, params = addresses.parse_command(argument, "FROM", self._strict)
+        except addresses.AddressError as exc:
+            return self._bad_address(exc, sender=True)
+        except ValueError:
+            return reply.SYNTAX.format(usage="MAIL FROM:<address>")
+        problem = self._mail_params(params)
+        if problem is None and path.address:
+            problem = self._check_address(path.address, "SMTPUTF8" in params, sender=True)
+        if problem is not None:
+            return problem
+        self.envelope = Envelope(path.address, params, self.server.settings())
+        return reply.SENDER_OK
+
+    @property
+    def _strict(self):
+        return self.conf.smtp_validate_address == "strict"
+
+    def _mail_params(self, params):
+        for name, value in params.items():
+            if name == "SIZE":
+                if not (value or "").isdigit():
+                    return reply.BAD_PARAMETER.format(name=name)
+                if int(value) > self.conf.smtp_maxsize:
+                    return reply.TOO_BIG
+            elif name == "BODY":
+                if (value or "").upper() not in ("7BIT", "8BITMIME"):
+                    return reply.BAD_PARAMETER.format(name=name)
+            elif name in ("SMTPUTF8",):
+                if value is not None:
+                    return reply.BAD_PARAMETER.format(name=name)
+            elif name == "RET":
+                if (value or "").upper() not in ("FULL", "HDRS"):
+                    return reply.BAD_PARAMETER.format(name=name)
+            elif name not in ("ENVID", "AUTH") or value is None:
+                return (reply.UNKNOWN_PARAMETER if name not in ("ENVID", "AUTH")
+                        else reply.BAD_PARAMETER).format(name=name)
+        return None
+
+    def _check_address(self, address, utf8, sender):
+        try:
+            addresses.validate(address, self.conf.smtp_validate_address, utf8)
+        except addresses.AddressError as exc:
+            return self._bad_address(exc, sender)
+        return None
+
+    def _bad_address(self, exc, sender):
+        if isinstance(exc, addresses.NeedsSmtpUtf8):
+            return reply.NEEDS_SMTPUTF8
+        digit = 7 if sender else 3
+        return reply.BAD_ADDRESS.format(digit=digit, what=exc.what)
+
+    def do_rcpt(self, argument):
+        if self.envelope is None:
+            return reply.NEED_MAIL
+        if len(self.envelope.recipients) >= MAX_RECIPIENTS:
+            return reply.TOO_MANY_RECIPIENTS
+        try:
+            path, params = addresses.parse_command(argument, "TO", self._strict)
+        except addresses.AddressError as exc:
+            return self._bad_address(exc, sender=False)
+        except ValueError:
+            return reply.SYNTAX.format(usage="RCPT TO:<address>")
+        problem = self._rcpt_params(params) or self._check_recipient(path)
+        if problem is not None:
+            return problem
+        self.envelope.recipients.append((path, params))
+        return reply.RECIPIENT_OK
+
+    def _rcpt_params(self, params):
+        for name, value in params.items():
+            if name == "NOTIFY":
+                items = set((value or "").upper().split(","))
+                if not (items == {"NEVER"} or (items and items <= NOTIFY_VALUES)):
+                    return reply.BAD_PARAMETER.format(name=name)
+            elif name == "ORCPT":
+                if not value or ";" not in value:
+                    return reply.BAD_PARAMETER.format(name=name)
+            else:
+                return reply.UNKNOWN_PARAMETER.format(name=name)
+        return None
+
+    def _check_recipient(self, path):
+        address = path.address
+        if not address:
+            return reply.BAD_ADDRESS.format(digit=3, what="empty recipient")
+        if address.lower() != "postmaster":
+            problem = self._check_address(address, self.envelope.utf8, sender=False)
+            if problem is not None:
+                return problem
+        return self.server.relay_check(self, path)
+
+    def do_data(self, argument):
+        if self.envelope is None:
+            return reply.NEED_MAIL
+        if not self.envelope.recipients:
+            return reply.NEED_RCPT
+        if argument.strip():
+            return reply.SYNTAX.format(usage="DATA")
+        if self.wire.buffered():
+            log.info("smtp.sync_error", client=self.peer_ip, stage="content before 354")
+            return reply.SYNC_ERROR
+        self._send(reply.START_DATA)
+        envelope, self.envelope = self.envelope, None
+        try:
+            content = self.wire.read_data(self.conf.smtp_maxsize)
+        except TooBig:
+            return reply.TOO_BIG
+        return self._queue(envelope, content)
+
+    def _queue(self, envelope, content):
+        tx = message.Transaction(
+            queue_id=os.urandom(6).hex().upper(), sender=envelope.sender,
+            mail_params=envelope.params, recipients=envelope.recipients, helo=self.helo,
+            esmtp=self.esmtp, tls=self.tls, user=self.user, peer_ip=self.peer_ip,
+            local_ip=self.local_ip, hostname=self.hostname,
+            received_at=time.time())
+        try:
+            items = message.build(tx, content, self.conf, envelope.snapshot)
+            self.server.broker.publish_many(items)
+        except message.BadHeader as exc:
+            return reply.Reply(554, "5.6.0", "Error: %s" % exc)
+        except BrokerError as exc:
+            log.error("smtp.queue_failed", id=tx.queue_id, client=self.peer_ip,
+                      detail=str(exc)[:300])
+            return reply.QUEUE_DOWN
+        log.info("smtp.queued", id=tx.queue_id, client=self.peer_ip, sender=tx.sender,
+                 recipients=len(tx.recipients), size=len(content), user=self.user or "")
+        return reply.QUEUED.format(id=tx.queue_id)
+
+    def do_rset(self, argument):
+        self.envelope = None
+        return reply.OK
+
+    def do_noop(self, argument):
+        return reply.OK
+
+    def do_quit(self, argument):
+        return reply.BYE
+
+    def do_vrfy(self, argument):
+        if not argument.strip():
+            return reply.SYNTAX.format(usage="VRFY address")
+        return reply.VRFY
+
+    def do_help(self, argument):
+        return reply.HELP
+
+    def do_starttls(self, argument):
+        if self.tls:
+            return reply.TLS_ACTIVE
+        if self.server.tls_context is None:
+            return reply.TLS_UNAVAILABLE
+        if argument.strip():
+            return reply.SYNTAX.format(usage="STARTTLS")
+        self._send(reply.READY_TLS)
+        self.wire.start_tls(self.server.tls_context)
+        self.tls = True
+        self.helo, self.esmtp, self.user, self.envelope = None, False, None, None
+        return None
+
+    def do_auth(self, argument):
+        refusal = self._auth_refusal()
+        if refusal is not None:
+            return refusal
+        answer = auth.exchange(self, argument)
+        if isinstance(answer, reply.Reply):
+            return answer
+        user, password = answer
+        if password is not None and self.server.authenticator.check(user, password):
+            self.user = user
+            log.info("smtp.auth_ok", client=self.peer_ip, user=user)
+            return reply.AUTH_OK
+        return self._auth_failed(user)
+
+    def _auth_refusal(self):
+        if self.server.authenticator is None:
+            return reply.NOT_IMPLEMENTED
+        if not self.helo:
+            return reply.NEED_HELO
+        if self.user is not None:
+            return reply.ALREADY_AUTHENTICATED
+        if self.envelope is not None:
+            return reply.AUTH_IN_TRANSACTION
+        if not self._may_auth():
+            return reply.ENCRYPTION_REQUIRED
+        return None
+
+    def _auth_failed(self, user):
+        self.auth_failures += 1
+        blocked = self.server.protection.failed(self.peer_ip)
+        log.warning("smtp.auth_failed", client=self.peer_ip, user=user[:100],
+                    failures=self.auth_failures, blocked=blocked)
+        gevent.sleep(self.server.auth_failure_delay)
+        if blocked or self.auth_failures >= MAX_AUTH_FAILURES:
+            return reply.TOO_MANY_AUTH_FAILURES
+        return reply.AUTH_FAILED

@@ -1,0 +1,128 @@
+"""The SMTP server under test, in this process on a free loopback port, with a
+real embedded queue in tmp_path; and a raw client that sees the exact bytes."""
+
+import json
+import socket
+import sqlite3
+import ssl
+
+import pytest
+
+from mailerq_gevent import certificates, config
+from mailerq_gevent.broker import Broker
+from mailerq_gevent.connections import ConnectionBudget
+from mailerq_gevent.db import load
+from mailerq_gevent.smtpd.server import SMTPServer
+
+HOSTNAME = "mx.test.example"
+
+
+class Running:
+    """A started SMTPServer and what the tests need to look at."""
+
+    def __init__(self, tmp_path, settings_rows=None, authenticator=None, tls=True, **conf):
+        self.queue_path = tmp_path / "queue.sqlite"
+        values = dict(smtp_port=(0,), smtp_ip="127.0.0.1", smtp_hostname=HOSTNAME,
+                      smtp_timeout=10.0, rabbitmq_address="sqlite:///%s" % self.queue_path,
+                      rabbitmq_inbox="inbox")
+        values.update(conf)
+        self.conf = config.defaults().replace(**values)
+        self.broker = Broker(self.conf.rabbitmq_address)
+        self.broker.start(["inbox", "local"])
+        self.snapshot = load.build_snapshot(_numbered(settings_rows or {}))
+        context = certificates.server_context("", "", var_dir=str(tmp_path)) if tls else None
+        self.budget = ConnectionBudget.from_config(self.conf)
+        self.server = SMTPServer(self.conf, self.broker, lambda: self.snapshot, self.budget,
+                                 authenticator=authenticator, tls_context=context)
+        self.server.auth_failure_delay = 0.05
+        self.server.start()
+        self.port = self.server.addresses[0][1]
+
+    def secure_port(self):
+        return [port for _, port, secure in self.server.addresses if secure][0]
+
+    def stop(self):
+        self.server.stop(5)
+        self.broker.stop(5)
+
+    def queued(self, queue="inbox"):
+        """The JSON messages committed to ``queue``, in order."""
+        with sqlite3.connect(str(self.queue_path)) as conn:
+            rows = conn.execute("SELECT body FROM messages WHERE queue = ? ORDER BY id",
+                                (queue,)).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+
+def _numbered(rows):
+    return {name: [dict(row, id=n) for n, row in enumerate(items, 1)]
+            for name, items in rows.items()}
+
+
+@pytest.fixture
+def smtp(tmp_path):
+    """``smtp(**options)`` starts a server (see ``Running``); all stop at the end."""
+    started = []
+
+    def start(**options):
+        started.append(Running(tmp_path, **options))
+        return started[-1]
+    yield start
+    for running in started:
+        running.stop()
+
+
+class Raw:
+    """A client that sends and reads exact bytes."""
+
+    def __init__(self, port, host="127.0.0.1", greeting=True, timeout=10):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buffer = b""
+        if greeting:
+            self.greeting = self.reply()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def command(self, line):
+        self.send(line + b"\r\n")
+        return self.reply()
+
+    def reply(self):
+        """One whole reply (all its lines), as bytes."""
+        lines = []
+        while True:
+            line = self._line()
+            lines.append(line)
+            if line[3:4] != b"-":
+                return b"".join(lines)
+
+    def _line(self):
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("closed after %r" % self.buffer)
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line + b"\r\n"
+
+    def is_closed(self):
+        try:
+            return self.sock.recv(1) == b""
+        except OSError:
+            return True
+
+    def starttls(self):
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        self.sock = context.wrap_socket(self.sock)
+
+    def hello(self, name=b"client.example"):
+        return self.command(b"EHLO " + name)
+
+    def close(self):
+        self.sock.close()
+
+
+def message(subject="test", body="Hello.\r\n", extra=""):
+    return ("From: a@example.com\r\nTo: b@example.org\r\nSubject: %s\r\n%s\r\n%s" % (
+        subject, extra, body)).encode()
