@@ -98,7 +98,7 @@ AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
 ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested "
                                            "authentication mechanism")
 TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit")
-RELAY_DENIED = Reply(554, "5.7.1", "Error: relay access denied")
+RELAY_DENIED = Reply(550, "5.7.1", "Error: relay access denied")
 NEEDS_SMTPUTF8 = Reply(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8")
 ACCESS_DENIED = Reply(554, "5.7.1", "Error: {ip} may not connect", close=True)
 SYNC_ERROR = Reply(554, "5.5.0", "Error: SMTP protocol synchronization", close=True)

@@ -72,8 +72,9 @@ class SMTPServer:
                 [(port, True) for port in self.conf.smtp_secure_port])
 
     def stop(self, timeout=30.0):
-        """Stop listening; idle sessions get 421 now, a transaction in flight
-        may finish within ``timeout``; what is left then is cut."""
+        """Stop listening; sessions waiting for a command get 421 now (nothing
+        they sent was accepted yet, so they will try again), a message being
+        received or queued may finish within ``timeout``; what is left then is cut."""
         self.stopping = True
         for server, _ in self._servers:
             server.close()

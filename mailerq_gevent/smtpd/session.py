@@ -63,7 +63,7 @@ class Session:
         self.hostname = None
         self.helo, self.esmtp, self.user, self.envelope = None, False, None, None
         self.errors = self.auth_failures = 0
-        self.idle = False           # waiting for a command outside a transaction
+        self.idle = False           # waiting for a command (not inside DATA)
         self._handlers = {verb: getattr(self, "do_" + verb.lower()) for verb in self.VERBS}
 
     # -- the connection -------------------------------------------------------
@@ -129,9 +129,9 @@ class Session:
     # -- commands -------------------------------------------------------------
 
     def _next_command(self):
-        if self.server.stopping and self.envelope is None:
+        if self.server.stopping:
             return reply.SHUTTING_DOWN
-        self.idle = self.envelope is None
+        self.idle = True
         try:
             line = self.wire.readline(AUTH_LIMIT)
         except LineTooLong:
