@@ -22,6 +22,7 @@ from mailerq_gevent.config_values import redact_url
 from mailerq_gevent.connections import ConnectionBudget
 from mailerq_gevent.db import engine as db_engine, load, schema
 from mailerq_gevent.smtpd.server import SMTPServer
+from mailerq_gevent.smtpd.workers import WorkerPool
 
 VAR_DIR = "var"     # generated files (the self-signed certificate), like the default paths
 
@@ -62,12 +63,18 @@ class App:
         return parts
 
     def _smtp_server(self):
+        """The SMTP server here, or (``smtp-threads`` > 1) in worker processes."""
         conf = self.conf
         tls = certificates.server_context(
             conf.smtp_certificate, conf.smtp_key, conf.smtp_ciphers, var_dir=VAR_DIR,
             hostname=conf.smtp_hostname or socket.gethostname(), name="smtp")
+        authenticator = authn.from_spec(conf.smtp_auth)    # checks the spec here, at start
+        if conf.smtp_threads > 1:
+            pool = WorkerPool(conf, self.broker, conf.smtp_threads, var_dir=VAR_DIR)
+            self.reloader.subscribe(pool.settings_changed)
+            return pool
         return SMTPServer(conf, self.broker, lambda: self.reloader.current, self.budget,
-                          authenticator=authn.from_spec(conf.smtp_auth), tls_context=tls)
+                          authenticator=authenticator, tls_context=tls)
 
     def stop(self, timeout=30.0):
         for part in reversed(self.parts):

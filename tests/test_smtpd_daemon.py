@@ -73,3 +73,71 @@ def test_kill_9_right_after_250_loses_nothing(tmp_path, daemon):  # noqa: F811
     subjects = {m["mime"].split("Subject: ")[1].split("\r\n")[0] for m in queued(tmp_path)}
     assert set(accepted) <= subjects
     assert len(accepted) >= 500
+
+
+def start_workers(tmp_path, daemon, extra=""):  # noqa: F811
+    port = free_port()
+    conf = write_config(tmp_path, "smtp-port: %d\nsmtp-ip: 127.0.0.1\nsmtp-threads: 2\n%s"
+                        % (port, extra))
+    conf.write_text(conf.read_text().replace("smtp-port:\n", "").replace(
+        "rabbitmq-inbox: outbox\n", "rabbitmq-inbox: inbox\n"))
+    proc = daemon(conf)
+    proc.wait_for("event=smtp.workers_started")
+    proc.wait_for("event=smtp.worker_started index=0")
+    proc.wait_for("event=smtp.worker_started index=1")
+    return proc, port
+
+
+def worker_pids(proc):
+    out = subprocess.run(["pgrep", "-P", str(proc.proc.pid), "-f", "smtpd.worker"],
+                         capture_output=True, text=True)
+    return [int(pid) for pid in out.stdout.split()]
+
+
+def send_many(port, count, tag):
+    accepted = []
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        for number in range(count):
+            client.sendmail("a@example.com", ["b@example.org"],
+                            message(subject="%s-%d" % (tag, number)))
+            accepted.append("%s-%d" % (tag, number))
+    return accepted
+
+
+def test_smtp_threads_run_sessions_in_worker_processes(tmp_path, daemon):  # noqa: F811
+    proc, port = start_workers(tmp_path, daemon)
+    assert len(worker_pids(proc)) == 2
+    greenlets = [gevent.spawn(send_many, port, 30, "c%d" % n) for n in range(6)]
+    gevent.joinall(greenlets, raise_error=True)
+    assert proc.stop() == 0
+    assert worker_pids(proc) == []
+    subjects = sorted(m["mime"].split("Subject: ")[1].split("\r\n")[0] for m in queued(tmp_path))
+    assert subjects == sorted(s for g in greenlets for s in g.value)
+    assert "event=smtp.worker_stopped index=0" in proc.text()
+
+
+def test_a_worker_that_dies_is_started_again(tmp_path, daemon):  # noqa: F811
+    proc, port = start_workers(tmp_path, daemon)
+    victim = worker_pids(proc)[0]
+    subprocess.run(["kill", "-9", str(victim)], check=True)
+    proc.wait_for("event=smtp.worker_died")
+    deadline = gevent.Timeout(30)
+    with deadline:
+        while len(worker_pids(proc)) < 2 or victim in worker_pids(proc):
+            gevent.sleep(0.1)
+    assert send_many(port, 5, "after") and proc.stop() == 0
+    assert len(queued(tmp_path)) == 5
+
+
+def test_workers_exit_when_the_daemon_is_killed(tmp_path, daemon):  # noqa: F811
+    proc, port = start_workers(tmp_path, daemon)
+    workers = worker_pids(proc)
+    accepted = send_many(port, 20, "before")
+    proc.proc.send_signal(signal.SIGKILL)
+    proc.proc.wait(10)
+    with gevent.Timeout(30):
+        while any(subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode == 0
+                  for pid in workers):
+            gevent.sleep(0.1)
+    subjects = {m["mime"].split("Subject: ")[1].split("\r\n")[0] for m in queued(tmp_path)}
+    assert set(accepted) <= subjects

@@ -24,7 +24,6 @@ import time
 
 import amqp.exceptions
 import gevent
-import kombu
 from gevent.queue import Empty, Queue
 
 from mailerq_gevent import logs
@@ -129,10 +128,13 @@ class Publisher:
                 exchange, routing_key = "", self._declare_delay(slot, queue, delay)
         if queue not in self._declared:
             self._declare(slot, queue)
-        slot.producer().publish(
-            body, exchange=exchange, routing_key=routing_key, headers=headers,
-            content_type=codec.CONTENT_TYPE, content_encoding=codec.CONTENT_ENCODING,
-            delivery_mode=2, retry=False)
+        # kombu's channel API, not its Producer: the body is encoded already and
+        # nothing of the Producer's generality (serializers, retries) is wanted here
+        channel = slot.channel()
+        channel.basic_publish(
+            channel.prepare_message(body, 0, codec.CONTENT_TYPE, codec.CONTENT_ENCODING,
+                                    headers or {}, {"delivery_mode": 2}),
+            exchange=exchange, routing_key=routing_key)
 
     def _declare(self, slot, queue):
         topology.queue(queue, self.exchange)(slot.channel()).declare()
@@ -199,11 +201,11 @@ class _Pool:
 
 
 class _Slot:
-    """One connection with its channel and producer, made on first use."""
+    """One connection with its channel, made on first use."""
 
     def __init__(self, url, transactional):
         self.url, self.transactional = url, transactional
-        self.conn = self._channel = self._producer = None
+        self.conn = self._channel = None
 
     def channel(self):
         if self.conn is None:
@@ -215,16 +217,12 @@ class _Slot:
             except BaseException:
                 _quietly(conn.release)
                 raise
-            self.conn, self._producer = conn, kombu.Producer(self._channel)
+            self.conn = conn
         return self._channel
-
-    def producer(self):
-        self.channel()
-        return self._producer
 
     def reset(self):
         """Close the connection; an uncommitted transaction dies with it."""
-        conn, self.conn, self._channel, self._producer = self.conn, None, None, None
+        conn, self.conn, self._channel = self.conn, None, None
         if conn is not None:
             _quietly(conn.release)
 

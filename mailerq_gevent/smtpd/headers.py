@@ -6,7 +6,10 @@ continuation lines that start with a space or a tab (RFC 5322 §2.2.3). The
 bytes of what is kept are not touched.
 """
 
+import re
+
 HEADER_END = b"\r\n\r\n"
+_CONTENT_TYPE = re.compile(rb"^content-type[ \t]*:[ \t\r\n]*([^;\r\n \t]*)", re.I | re.M)
 
 
 def split(content):
@@ -55,12 +58,7 @@ def remove(content, prefix):
 
 
 def content_type(content):
-    """The Content-Type of the message in lower case ('' when there is none)."""
+    """The media type of the message (``multipart/report``), lower case; '' if none."""
     block, _ = split(content)
-    if b"content-type" not in block.lower():
-        return ""
-    for lines in fields(block):
-        name, value = name_and_value(lines)
-        if name == "content-type":
-            return value.lower()
-    return ""
+    match = _CONTENT_TYPE.search(block)
+    return match.group(1).decode("ascii", "replace").lower() if match else ""

@@ -24,6 +24,7 @@ same bytes). It is encoded once and spliced into each recipient's JSON.
 
 import calendar
 import email.utils
+import functools
 import ipaddress
 import json
 from datetime import datetime, timezone
@@ -97,11 +98,17 @@ def _queue_for(address, snapshot, conf, report):
 def received_header(tx):
     protocol = ("ESMTP" if tx.esmtp else "SMTP") + ("S" if tx.tls else "") + (
         "A" if tx.user else "")
-    date = email.utils.format_datetime(datetime.fromtimestamp(tx.received_at, timezone.utc))
+    date = _rfc5322_date(int(tx.received_at))
     target = "\r\n\tfor <%s>;" % tx.recipients[0][0].address if len(tx.recipients) == 1 else ";"
     text = "Received: from %s ([%s])\r\n\tby %s (mailerq-gevent) with %s id %s%s %s\r\n" % (
         _clean(tx.helo), tx.peer_ip, tx.hostname, protocol, tx.queue_id, target, date)
     return text.encode("utf-8", "surrogateescape")
+
+
+@functools.lru_cache(maxsize=4)
+def _rfc5322_date(second):
+    """The date of a trace header; made once a second, not once a message."""
+    return email.utils.format_datetime(datetime.fromtimestamp(second, timezone.utc))
 
 
 def _clean(text):
@@ -117,10 +124,16 @@ def outgoing_ips(local_ip, conf):
 
 
 def mappable(ip, conf):
+    """Whether mail submitted to ``ip`` may leave from it."""
+    return _mappable(ip, conf.smtp_mappable_ips, conf.smtp_unmappable_ips)
+
+
+@functools.lru_cache(maxsize=1024)      # a host has few addresses
+def _mappable(ip, mappable_networks, unmappable_networks):
     address = ipaddress.ip_address(ip)
-    if conf.smtp_mappable_ips and not any(address in net for net in conf.smtp_mappable_ips):
+    if mappable_networks and not any(address in net for net in mappable_networks):
         return False
-    return not any(address in net for net in conf.smtp_unmappable_ips)
+    return not any(address in net for net in unmappable_networks)
 
 
 # -- x-mq-* headers -> JSON properties ------------------------------------------

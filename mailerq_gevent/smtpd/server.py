@@ -36,8 +36,11 @@ AUTH_FAILURE_DELAY = 1.0
 
 
 class SMTPServer:
-    def __init__(self, conf, broker, settings, budget, authenticator=None, tls_context=None):
-        """``settings``: a callable returning the current settings snapshot."""
+    def __init__(self, conf, broker, settings, budget, authenticator=None, tls_context=None,
+                 listeners=None):
+        """``settings``: a callable returning the current settings snapshot;
+        ``listeners``: ``[(socket, secure)]`` already bound (a worker process's),
+        else the server binds its ports itself."""
         self.conf, self.broker, self.settings, self.budget = conf, broker, settings, budget
         self.authenticator, self.tls_context = authenticator, tls_context
         self.protection = FailedLogins(enabled=conf.smtp_protection)
@@ -46,6 +49,7 @@ class SMTPServer:
         self._open = {}             # greenlet -> its Session
         self.auth_failure_delay = AUTH_FAILURE_DELAY
         self._servers = []
+        self._listeners = listeners
         self._sessions = Group()
         self._names = {}
 
@@ -56,20 +60,15 @@ class SMTPServer:
                 for srv, secure in self._servers]
 
     def start(self):
-        for port, secure in self._ports():
-            listener = _listen(self.conf.smtp_ip, port)
+        if self.conf.smtp_secure_port and self.tls_context is None:
+            raise ValueError("smtp-secure-port needs TLS")
+        for listener, secure in self._listeners or listen_all(self.conf):
             handle = self._handle_secure if secure else self._handle
             server = StreamServer(listener, handle, spawn=self._sessions.spawn)
             server.start()
             self._servers.append((server, secure))
             log.info("smtp.listening", address=listener.getsockname()[0],
                      port=listener.getsockname()[1], tls="implicit" if secure else "starttls")
-
-    def _ports(self):
-        if self.conf.smtp_secure_port and self.tls_context is None:
-            raise ValueError("smtp-secure-port needs TLS")
-        return ([(port, False) for port in self.conf.smtp_port] +
-                [(port, True) for port in self.conf.smtp_secure_port])
 
     def stop(self, timeout=30.0):
         """Stop listening; sessions waiting for a command get 421 now (nothing
@@ -93,6 +92,8 @@ class SMTPServer:
         if not self.budget.try_inbound():
             _refuse(sock)
             return
+        # replies are buffered and flushed once per pipelined group: no Nagle delay
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = Session(self, sock, _plain_ip(address[0]), _plain_ip(sock.getsockname()[0]),
                           implicit_tls=secure)
         self._open[gevent.getcurrent()] = session
@@ -134,6 +135,12 @@ class SMTPServer:
         if local_ip not in self._names:
             self._names[local_ip] = _reverse_name(local_ip)
         return self._names[local_ip]
+
+
+def listen_all(conf):
+    """``[(listening socket, secure)]`` for every ``smtp-port`` and ``smtp-secure-port``."""
+    return ([(_listen(conf.smtp_ip, port), False) for port in conf.smtp_port] +
+            [(_listen(conf.smtp_ip, port), True) for port in conf.smtp_secure_port])
 
 
 def _listen(ip, port):

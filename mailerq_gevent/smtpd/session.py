@@ -17,6 +17,7 @@ is on, to a loopback client). Too many errors or failed logins end the session.
 """
 
 import ipaddress
+import itertools
 import os
 import ssl
 import time
@@ -64,7 +65,6 @@ class Session:
         self.helo, self.esmtp, self.user, self.envelope = None, False, None, None
         self.errors = self.auth_failures = 0
         self.idle = False           # waiting for a command (not inside DATA)
-        self._handlers = {verb: getattr(self, "do_" + verb.lower()) for verb in self.VERBS}
 
     # -- the connection -------------------------------------------------------
 
@@ -148,12 +148,13 @@ class Session:
         except UnicodeDecodeError:
             return self._error(reply.BAD_CHARACTER)
         verb, _, argument = text.partition(" ")
-        handler = self._handlers.get(verb.upper())
+        verb = verb.upper()
+        handler = HANDLERS.get(verb)
         if handler is None:
             return self._error(reply.UNKNOWN_COMMAND)
-        if len(raw) > COMMAND_LIMIT and handler != self.do_auth:
+        if len(raw) > COMMAND_LIMIT and verb != "AUTH":
             return self._error(reply.LINE_TOO_LONG)
-        answer = handler(argument)
+        answer = handler(self, argument)
         if answer is not None and answer.code >= 500 and answer.code != 554:
             return self._error(answer)
         return answer
@@ -308,7 +309,7 @@ class Session:
 
     def _queue(self, envelope, content):
         tx = message.Transaction(
-            queue_id=os.urandom(6).hex().upper(), sender=envelope.sender,
+            queue_id=next(_QUEUE_IDS), sender=envelope.sender,
             mail_params=envelope.params, recipients=envelope.recipients, helo=self.helo,
             esmtp=self.esmtp, tls=self.tls, user=self.user, peer_ip=self.peer_ip,
             local_ip=self.local_ip, hostname=self.hostname,
@@ -393,3 +394,17 @@ class Session:
         if blocked or self.auth_failures >= MAX_AUTH_FAILURES:
             return reply.TOO_MANY_AUTH_FAILURES
         return reply.AUTH_FAILED
+
+
+# the verb -> method table, built once
+HANDLERS = {verb: getattr(Session, "do_" + verb.lower()) for verb in Session.VERBS}
+
+
+def _queue_ids():
+    """Queue ids: a random prefix for this process, then a counter (no syscall each)."""
+    prefix = os.urandom(4).hex().upper()
+    for number in itertools.count(1):
+        yield "%s%06X" % (prefix, number % 0x1000000)
+
+
+_QUEUE_IDS = _queue_ids()

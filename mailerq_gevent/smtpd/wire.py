@@ -20,6 +20,7 @@ the client (so a pipelined group of commands gets its replies in one write).
 """
 
 import select
+import socket
 import ssl
 
 import gevent
@@ -59,9 +60,11 @@ class Wire:
 
     def flush(self):
         if self._out:
-            data = b"".join(self._out)
+            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
             self._out = []
-            self.sock.sendall(data)
+            sent = self.sock.send(data)     # a reply fits the socket buffer: one syscall
+            if sent < len(data):
+                self.sock.sendall(data[sent:])
 
     # -- reading --------------------------------------------------------------
 
@@ -127,11 +130,16 @@ class Wire:
     def _socket_has_data(self):
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True
-        try:
+        raw = getattr(self.sock, "_sock", None)     # gevent's socket: the real one
+        if raw is None:
             readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
+            return bool(readable)
+        try:
+            return bool(raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
             return False
-        return bool(readable)
+        except OSError:
+            return False
 
     def _fill(self, timeout=None):
         self.flush()

@@ -1,0 +1,167 @@
+"""Publishing through the daemon process, for the SMTP worker processes.
+
+With ``smtp-threads`` above 1 the SMTP sessions run in worker processes (see
+``smtpd/workers.py``), while the embedded queue belongs to the daemon
+process alone. A worker's ``RemoteBroker.publish_many`` sends the messages
+over a UNIX socket to the daemon, whose ``serve`` calls the real
+``Broker.publish_many`` and answers once the messages are durable. So the
+250 a worker sends still means "committed", and a worker whose daemon died
+answers 451, never 250.
+
+Frames: a 4-byte big-endian length, then the frame. A request is a JSON
+header line ``{"id": n, "items": [[queue, size], ...]}`` followed by the
+bodies; the answer is ``{"id": n, "ok": true}`` or ``{"id": n, "error": text}``.
+The daemon also sends ``{"reload": true}`` when the settings change.
+"""
+
+import itertools
+import json
+import struct
+
+import gevent
+from gevent.event import AsyncResult
+from gevent.lock import Semaphore
+
+from mailerq_gevent import logs
+from mailerq_gevent.broker.publisher import BrokerError
+
+log = logs.get(__name__)
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 2 ** 31 - 1
+
+
+class ChannelClosed(Exception):
+    """The other process went away."""
+
+
+class FrameSocket:
+    """Length-prefixed frames over a stream socket, writes serialised."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self._write_lock = Semaphore()
+        self._buffer = bytearray()
+
+    def send(self, *parts):
+        size = sum(len(part) for part in parts)
+        with self._write_lock:
+            self.sock.sendall(b"".join((HEADER.pack(size),) + parts))
+
+    def receive(self):
+        size = HEADER.unpack(self._exactly(HEADER.size))[0]
+        return self._exactly(size)
+
+    def _exactly(self, count):
+        while len(self._buffer) < count:
+            chunk = self.sock.recv(max(65536, count - len(self._buffer)))
+            if not chunk:
+                raise ChannelClosed()
+            self._buffer += chunk
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
+
+    def close(self):
+        self.sock.close()
+
+
+def encode_request(request_id, items):
+    header = json.dumps({"id": request_id, "items": [[queue, len(body)] for queue, body in items]})
+    return [header.encode() + b"\n"] + [body for _, body in items]
+
+
+def decode_request(frame):
+    header, _, rest = frame.partition(b"\n")
+    request = json.loads(header)
+    items, offset = [], 0
+    for queue, size in request["items"]:
+        items.append((queue, rest[offset:offset + size]))
+        offset += size
+    return request["id"], items
+
+
+class RemoteBroker:
+    """The worker's side: ``publish_many`` answered by the daemon process."""
+
+    def __init__(self, sock, on_reload=None, timeout=60.0):
+        self.channel = FrameSocket(sock)
+        self.on_reload, self.timeout = on_reload, timeout
+        self._ids = itertools.count(1)
+        self._waiting = {}
+        self.reader = gevent.spawn(self._read)
+
+    def publish_many(self, items):
+        items = [(item[0], item[1]) for item in items if item[0]]
+        if not items:
+            return 0
+        request_id, answer = next(self._ids), AsyncResult()
+        self._waiting[request_id] = answer
+        try:
+            self.channel.send(*encode_request(request_id, items))
+            error = answer.get(timeout=self.timeout)
+        except (OSError, gevent.Timeout) as exc:
+            raise BrokerError("the daemon did not answer: %s" % exc.__class__.__name__) from None
+        finally:
+            self._waiting.pop(request_id, None)
+        if error:
+            raise BrokerError(error)
+        return len(items)
+
+    def publish(self, queue, body, delay=0.0, headers=None):
+        if delay or headers:
+            raise BrokerError("workers publish plain messages only")
+        return self.publish_many([(queue, body)]) == 1
+
+
+    def _read(self):
+        try:
+            while True:
+                self._dispatch(json.loads(self.channel.receive()))
+        except (ChannelClosed, OSError):
+            pass
+        finally:
+            for answer in self._waiting.values():
+                answer.set("the daemon process is gone")
+
+    def _dispatch(self, message):
+        if message.get("reload"):
+            if self.on_reload is not None:
+                gevent.spawn(self.on_reload)
+            return
+        answer = self._waiting.get(message["id"])
+        if answer is not None:
+            answer.set(None if message.get("ok") else message.get("error", "refused"))
+
+    def stop(self, timeout=None):
+        self.reader.kill(block=False)
+        self.channel.close()
+
+
+def serve_channel(channel, broker, name):
+    """The daemon's side for one worker: publish what it sends, answer each request.
+
+    Returns when the worker closes its end. Requests run concurrently, so the
+    embedded queue groups them into one commit as it does in-process.
+    """
+    try:
+        while True:
+            request_id, items = decode_request(channel.receive())
+            gevent.spawn(_answer, channel, broker, request_id, items, name)
+    except (ChannelClosed, OSError):
+        pass
+
+
+def _answer(channel, broker, request_id, items, name):
+    try:
+        broker.publish_many(items)
+        answer = {"id": request_id, "ok": True}
+    except BrokerError as exc:
+        answer = {"id": request_id, "error": str(exc)[:500]}
+    except Exception as exc:  # noqa: BLE001 - the worker must get an answer, never a 250 by default
+        log.exception("smtp.worker_publish_failed", worker=name)
+        answer = {"id": request_id, "error": exc.__class__.__name__}
+    try:
+        channel.send(json.dumps(answer).encode())
+    except OSError:
+        pass

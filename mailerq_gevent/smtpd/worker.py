@@ -1,0 +1,92 @@
+"""One SMTP worker process (``smtp-threads`` above 1); started by ``workers.py``.
+
+    python -m mailerq_gevent.smtpd.worker --config FILE --index N
+        --channel FD --listen FD:SECURE[,FD:SECURE...] --workers COUNT
+
+It serves SMTP on the listening sockets it inherits, reads the settings from
+the database itself (and again when the daemon says they changed), and
+publishes through the daemon (``broker.remote``) when the queue is the
+embedded one, or straight to RabbitMQ otherwise. It stops cleanly on SIGTERM
+and at once when the daemon goes away (nothing can be queued then).
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import math  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+
+import gevent  # noqa: E402
+from gevent.event import Event  # noqa: E402
+
+from mailerq_gevent import authn, certificates, config, logs, settings  # noqa: E402
+from mailerq_gevent.broker import Broker, connection, remote  # noqa: E402
+from mailerq_gevent.connections import ConnectionBudget  # noqa: E402
+from mailerq_gevent.smtpd.server import SMTPServer  # noqa: E402
+
+log = logs.get(__name__)
+STOP_TIMEOUT = 30.0
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="mailerq-gevent smtp worker")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--channel", type=int, required=True)
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--var-dir", default="var")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    conf = config.load(args.config)
+    logs.setup(conf.log_level)
+    reloader = settings.Reloader(conf.database, conf.database_ttl)
+    reloader.reload_now()
+    reloader.start()
+    # the channel to the daemon: publishing (embedded queue), reload notices, its death
+    control = remote.RemoteBroker(socket.socket(fileno=args.channel),
+                                  on_reload=reloader.reload_now)
+    embedded = connection.is_embedded(conf.rabbitmq_address)
+    broker = control if embedded else Broker.from_config(conf)
+    server = _server(conf, args, broker, reloader)
+    server.start()
+    log.info("smtp.worker_started", index=args.index)
+    stopping = Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(signum, stopping.set)
+    gevent.wait([stopping, control.reader], count=1)
+    if not stopping.is_set():
+        log.error("smtp.worker_orphaned", index=args.index, detail="the daemon process is gone")
+    server.stop(STOP_TIMEOUT if stopping.is_set() else 1.0)
+    if broker is not control:
+        broker.stop(5)
+    control.stop()
+    reloader.stop(5)
+    log.info("smtp.worker_stopped", index=args.index)
+    return 0
+
+
+def _server(conf, args, broker, reloader):
+    listeners = []
+    for item in args.listen.split(","):
+        descriptor, secure = item.split(":")
+        listeners.append((socket.socket(fileno=int(descriptor)), secure == "1"))
+    share = lambda limit: math.ceil(limit / args.workers) if limit else 0  # noqa: E731
+    budget = ConnectionBudget(share(conf.smtp_connections), share(conf.smtp_connections_in), 0)
+    tls = certificates.server_context(
+        conf.smtp_certificate, conf.smtp_key, conf.smtp_ciphers, var_dir=args.var_dir,
+        hostname=conf.smtp_hostname or socket.gethostname(), name="smtp")
+    return SMTPServer(conf, broker, lambda: reloader.current, budget,
+                      authenticator=authn.from_spec(conf.smtp_auth), tls_context=tls,
+                      listeners=listeners)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
