@@ -19,8 +19,7 @@ import json
 import struct
 
 import gevent
-from gevent.event import AsyncResult
-from gevent.lock import Semaphore
+from gevent.event import AsyncResult, Event
 
 from mailerq_gevent import logs
 from mailerq_gevent.broker.publisher import BrokerError
@@ -36,17 +35,36 @@ class ChannelClosed(Exception):
 
 
 class FrameSocket:
-    """Length-prefixed frames over a stream socket, writes serialised."""
+    """Length-prefixed frames over a stream socket.
+
+    ``send`` only queues a frame; one writer greenlet sends everything queued
+    in one system call, so the frames of the many sessions that finish in one
+    turn of the event loop cross together.
+    """
 
     def __init__(self, sock):
         self.sock = sock
-        self._write_lock = Semaphore()
         self._buffer = bytearray()
+        self._outgoing = []
+        self._ready = Event()
+        self._writer = gevent.spawn(self._write)
 
     def send(self, *parts):
-        size = sum(len(part) for part in parts)
-        with self._write_lock:
-            self.sock.sendall(b"".join((HEADER.pack(size),) + parts))
+        if self._writer.dead:
+            raise ChannelClosed()
+        self._outgoing.append(HEADER.pack(sum(len(part) for part in parts)))
+        self._outgoing.extend(parts)
+        self._ready.set()
+
+    def _write(self):
+        try:
+            while True:
+                self._ready.wait()
+                self._ready.clear()
+                data, self._outgoing = b"".join(self._outgoing), []
+                self.sock.sendall(data)
+        except OSError:
+            pass
 
     def receive(self):
         size = HEADER.unpack(self._exactly(HEADER.size))[0]
@@ -63,6 +81,7 @@ class FrameSocket:
         return data
 
     def close(self):
+        self._writer.kill(block=False)
         self.sock.close()
 
 
@@ -100,7 +119,7 @@ class RemoteBroker:
         try:
             self.channel.send(*encode_request(request_id, items))
             error = answer.get(timeout=self.timeout)
-        except (OSError, gevent.Timeout) as exc:
+        except (OSError, ChannelClosed, gevent.Timeout) as exc:
             raise BrokerError("the daemon did not answer: %s" % exc.__class__.__name__) from None
         finally:
             self._waiting.pop(request_id, None)
@@ -121,6 +140,7 @@ class RemoteBroker:
         except (ChannelClosed, OSError):
             pass
         finally:
+            self.channel.close()
             for answer in self._waiting.values():
                 answer.set("the daemon process is gone")
 
@@ -163,5 +183,5 @@ def _answer(channel, broker, request_id, items, name):
         answer = {"id": request_id, "error": exc.__class__.__name__}
     try:
         channel.send(json.dumps(answer).encode())
-    except OSError:
+    except (OSError, ChannelClosed):
         pass

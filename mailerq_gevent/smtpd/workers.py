@@ -79,7 +79,10 @@ class WorkerPool:
 
     def _serve(self, worker, sock):
         worker.channel = remote.FrameSocket(sock)
-        remote.serve_channel(worker.channel, self.broker, "smtp-%d" % worker.index)
+        try:
+            remote.serve_channel(worker.channel, self.broker, "smtp-%d" % worker.index)
+        finally:
+            worker.channel.close()
 
     def _watch(self, worker):
         status = worker.proc.wait()
@@ -98,7 +101,7 @@ class WorkerPool:
             if worker.channel is not None:
                 try:
                     worker.channel.send(notice)
-                except OSError:
+                except (OSError, remote.ChannelClosed):
                     pass
 
     def stop(self, timeout=30.0):
