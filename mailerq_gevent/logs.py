@@ -12,6 +12,9 @@ before it reaches a logger).
 
 import logging
 import sys
+import time
+
+import gevent
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -45,8 +48,16 @@ class EventLogger:
         self.logger = logging.getLogger(name)
 
     def _emit(self, level, event, fields, exc_info=False):
-        if self.logger.isEnabledFor(level):
-            self.logger.log(level, format_event(event, fields), exc_info=exc_info)
+        logger = self.logger
+        if logger.isEnabledFor(level):
+            # the record is made here, without logging's search of the call
+            # stack for the caller (the format does not show it): a daemon
+            # logging every message feels the difference
+            if exc_info:
+                exc_info = sys.exc_info()
+            record = logger.makeRecord(logger.name, level, "", 0, format_event(event, fields),
+                                       (), exc_info or None)
+            logger.handle(record)
 
     def debug(self, event, **fields):
         self._emit(logging.DEBUG, event, fields)
@@ -70,11 +81,60 @@ def get(name):
     return EventLogger(name)
 
 
+class _Formatter(logging.Formatter):
+    """The time stamp is formatted once a second, not once a line."""
+
+    _second, _stamp = None, ""
+
+    def formatTime(self, record, datefmt=None):
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S",
+                                                             time.localtime(second))
+        return "%s,%03d" % (self._stamp, record.msecs)
+
+
+class BufferedHandler(logging.StreamHandler):
+    """Lines are gathered and written together, at most ``interval`` seconds
+    late (a warning or worse, at once), so a daemon logging every message does
+    not make a system call per line. A ``kill -9`` loses at most that much."""
+
+    def __init__(self, stream, interval=0.2, limit=1000):
+        super().__init__(stream)
+        self.interval, self.limit = interval, limit
+        self._pending = []
+        self._timer = None
+
+    def emit(self, record):
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:  # noqa: BLE001 - logging must never raise (as logging itself)
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING or len(self._pending) >= self.limit:
+            self.flush()
+        elif self._timer is None:
+            self._timer = gevent.get_hub().loop.timer(self.interval)
+            self._timer.start(self.flush)
+
+    def flush(self):
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        if self._pending:
+            data, self._pending = "".join(self._pending), []
+            try:
+                self.stream.write(data)
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
 def setup(level="info", stream=None):
     """Configure the root logger: ``time level logger event=... k=v`` lines."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"))
+    handler = BufferedHandler(stream or sys.stderr)
+    handler.setFormatter(_Formatter("%(asctime)s level=%(levelname)s logger=%(name)s "
+                                    "%(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])

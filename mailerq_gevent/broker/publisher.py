@@ -37,10 +37,16 @@ DEFAULT_TIMEOUT = 30.0
 class BrokerError(Exception):
     """The queue did not take the message (down, refused, timed out)."""
 
+    def __str__(self):
+        if len(self.args) == 3:         # (what, broker, seconds): a timeout, worded when shown
+            return "%s: no answer from %s within %gs" % self.args
+        return super().__str__()
+
 
 class Publisher:
     def __init__(self, url, exchange="", size=8, timeout=DEFAULT_TIMEOUT):
         self.url, self.exchange, self.timeout = url, exchange, timeout
+        self.name = connection.describe(url)
         self.embedded = connection.is_embedded(url)
         self._single = _Pool(url, size, timeout, transactional=False, shared=self.embedded)
         self._tx = _Pool(url, max(size, 32) if self.embedded else size, timeout,
@@ -92,8 +98,7 @@ class Publisher:
             slot = pool.take()
             fresh = slot.conn is None or self.embedded
             try:
-                with gevent.Timeout(self.timeout, BrokerError("%s: no answer from %s within %gs"
-                                                              % (what, self._name, self.timeout))):
+                with gevent.Timeout(self.timeout, BrokerError(what, self.name, self.timeout)):
                     return action(slot)
             except BrokerError:
                 pool.discard(slot)
@@ -106,10 +111,6 @@ class Publisher:
                 log.warning("broker.publish_retry", what=what, error=exc.__class__.__name__)
             finally:
                 pool.give(slot)
-
-    @property
-    def _name(self):
-        return connection.describe(self.url)
 
     def _send_all(self, slot, items, transactional):
         for queue, body, delay, headers in items:

@@ -10,8 +10,10 @@ answers 451, never 250.
 
 Frames: a 4-byte big-endian length, then the frame. A request is a JSON
 header line ``{"id": n, "items": [[queue, size], ...]}`` followed by the
-bodies; the answer is ``{"id": n, "ok": true}`` or ``{"id": n, "error": text}``.
-The daemon also sends ``{"reload": true}`` when the settings change.
+bodies. The daemon publishes the requests that arrived together in one go
+(one transaction on the embedded queue) and answers them in one frame:
+``{"ok": [ids]}`` or ``{"failed": [ids], "error": text}``. It also sends
+``{"reload": true}`` when the settings change.
 """
 
 import itertools
@@ -69,6 +71,16 @@ class FrameSocket:
     def receive(self):
         size = HEADER.unpack(self._exactly(HEADER.size))[0]
         return self._exactly(size)
+
+    def receive_all(self):
+        """One frame (waiting for it), plus every further frame already received."""
+        frames = [self.receive()]
+        while len(self._buffer) >= HEADER.size:
+            size = HEADER.unpack_from(self._buffer)[0]
+            if len(self._buffer) < HEADER.size + size:
+                break
+            frames.append(self.receive())
+        return frames
 
     def _exactly(self, count):
         while len(self._buffer) < count:
@@ -149,9 +161,12 @@ class RemoteBroker:
             if self.on_reload is not None:
                 gevent.spawn(self.on_reload)
             return
-        answer = self._waiting.get(message["id"])
-        if answer is not None:
-            answer.set(None if message.get("ok") else message.get("error", "refused"))
+        error = message.get("error", "refused")
+        for request_id, outcome in [(i, None) for i in message.get("ok", ())] + [
+                (i, error) for i in message.get("failed", ())]:
+            answer = self._waiting.get(request_id)
+            if answer is not None:
+                answer.set(outcome)
 
     def stop(self, timeout=None):
         self.reader.kill(block=False)
@@ -159,28 +174,30 @@ class RemoteBroker:
 
 
 def serve_channel(channel, broker, name):
-    """The daemon's side for one worker: publish what it sends, answer each request.
+    """The daemon's side for one worker: publish what it sends, answer it.
 
-    Returns when the worker closes its end. Requests run concurrently, so the
-    embedded queue groups them into one commit as it does in-process.
+    Returns when the worker closes its end. The requests that arrived
+    together are published together (all or none), while the next ones are
+    already being read, so the embedded queue groups them into few commits.
     """
     try:
         while True:
-            request_id, items = decode_request(channel.receive())
-            gevent.spawn(_answer, channel, broker, request_id, items, name)
+            requests = [decode_request(frame) for frame in channel.receive_all()]
+            gevent.spawn(_answer, channel, broker, requests, name)
     except (ChannelClosed, OSError):
         pass
 
 
-def _answer(channel, broker, request_id, items, name):
+def _answer(channel, broker, requests, name):
+    ids = [request_id for request_id, _ in requests]
     try:
-        broker.publish_many(items)
-        answer = {"id": request_id, "ok": True}
+        broker.publish_many([item for _, items in requests for item in items])
+        answer = {"ok": ids}
     except BrokerError as exc:
-        answer = {"id": request_id, "error": str(exc)[:500]}
+        answer = {"failed": ids, "error": str(exc)[:500]}
     except Exception as exc:  # noqa: BLE001 - the worker must get an answer, never a 250 by default
         log.exception("smtp.worker_publish_failed", worker=name)
-        answer = {"id": request_id, "error": exc.__class__.__name__}
+        answer = {"failed": ids, "error": exc.__class__.__name__}
     try:
         channel.send(json.dumps(answer).encode())
     except (OSError, ChannelClosed):

@@ -67,6 +67,11 @@ def parse_command(arg, keyword, strict=True):
 
 
 def _closing_bracket(text):
+    if '"' not in text:
+        close = text.find(">")
+        if close < 0:
+            raise AddressError("bad path: no closing '>'")
+        return close
     quoted, escaped = False, False
     for index, char in enumerate(text):
         if escaped:

@@ -43,11 +43,14 @@ class Transaction:
     """What the session knows of one accepted message."""
 
     __slots__ = ("queue_id", "sender", "mail_params", "recipients", "helo", "esmtp", "tls",
-                 "user", "peer_ip", "local_ip", "hostname", "received_at")
+                 "user", "peer_ip", "local_ip", "hostname", "received_at", "ips")
 
-    def __init__(self, **fields):
-        for name in self.__slots__:
-            setattr(self, name, fields.get(name))
+    def __init__(self, queue_id, sender, mail_params, recipients, helo, esmtp=True, tls=False,
+                 user=None, peer_ip="", local_ip="", hostname="", received_at=0.0, ips=None):
+        self.queue_id, self.sender, self.mail_params = queue_id, sender, mail_params
+        self.recipients, self.helo, self.esmtp, self.tls = recipients, helo, esmtp, tls
+        self.user, self.peer_ip, self.local_ip = user, peer_ip, local_ip
+        self.hostname, self.received_at, self.ips = hostname, received_at, ips
 
 
 def build(tx, content, conf, snapshot):
@@ -57,9 +60,11 @@ def build(tx, content, conf, snapshot):
         found, content = headers.remove(content, PREFIX)
         properties = extract(found)
     content = received_header(tx) + content
-    properties.setdefault("ips", outgoing_ips(tx.local_ip, conf))
-    if not properties["ips"]:
-        del properties["ips"]
+    ips = properties.get("ips") or (tx.ips if tx.ips is not None else
+                                    outgoing_ips(tx.local_ip, conf))
+    properties.pop("ips", None)
+    if ips:
+        properties["ips"] = ips
     mime = json.dumps(content.decode("utf-8", "surrogateescape"))
     report = headers.content_type(content).startswith("multipart/report")
     return [(_queue_for(path.address, snapshot, conf, report),
@@ -125,15 +130,10 @@ def outgoing_ips(local_ip, conf):
 
 def mappable(ip, conf):
     """Whether mail submitted to ``ip`` may leave from it."""
-    return _mappable(ip, conf.smtp_mappable_ips, conf.smtp_unmappable_ips)
-
-
-@functools.lru_cache(maxsize=1024)      # a host has few addresses
-def _mappable(ip, mappable_networks, unmappable_networks):
     address = ipaddress.ip_address(ip)
-    if mappable_networks and not any(address in net for net in mappable_networks):
+    if conf.smtp_mappable_ips and not any(address in net for net in conf.smtp_mappable_ips):
         return False
-    return not any(address in net for net in unmappable_networks)
+    return not any(address in net for net in conf.smtp_unmappable_ips)
 
 
 # -- x-mq-* headers -> JSON properties ------------------------------------------

@@ -7,10 +7,11 @@ tests compare against these bytes.
 
 
 class Reply:
-    __slots__ = ("code", "enhanced", "text", "close")
+    __slots__ = ("code", "enhanced", "text", "close", "_wire")
 
     def __init__(self, code, enhanced, text, close=False):
         self.code, self.enhanced, self.text, self.close = code, enhanced, text, close
+        self._wire = None
 
     def __repr__(self):
         return "Reply(%d, %r, %r)" % (self.code, self.enhanced, self.text)
@@ -35,6 +36,12 @@ class Reply:
         return Reply(self.code, self.enhanced, self.text, close=True)
 
     def encode(self):
+        """The reply as sent (made once per Reply: the canned ones are reused)."""
+        if self._wire is None:
+            self._wire = self._encode()
+        return self._wire
+
+    def _encode(self):
         lines = self.text.split("\n")
         prefix = "%d %s " % (self.code, self.enhanced) if self.enhanced else "%d " % self.code
         if len(lines) == 1:

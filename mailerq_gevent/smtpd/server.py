@@ -24,7 +24,7 @@ from gevent.pool import Group
 from gevent.server import StreamServer
 
 from mailerq_gevent import logs
-from mailerq_gevent.smtpd import addresses, reply
+from mailerq_gevent.smtpd import addresses, message, reply
 from mailerq_gevent.smtpd.protection import FailedLogins
 from mailerq_gevent.smtpd.session import Session, ShuttingDown
 
@@ -52,6 +52,7 @@ class SMTPServer:
         self._listeners = listeners
         self._sessions = Group()
         self._names = {}
+        self._ips = {}              # local address -> outgoing ips (the server's are few)
 
     @property
     def addresses(self):
@@ -128,6 +129,13 @@ class SMTPServer:
             return None
         return reply.AUTH_REQUIRED
 
+    def outgoing_ips(self, local_ip):
+        """The ``ips`` of mail submitted to ``local_ip`` (see ``message.outgoing_ips``)."""
+        ips = self._ips.get(local_ip)
+        if ips is None:
+            ips = self._ips[local_ip] = message.outgoing_ips(local_ip, self.conf)
+        return ips
+
     def hostname_for(self, local_ip):
         name = self.settings().mtaname(local_ip) or self.conf.smtp_hostname
         if name:
@@ -137,20 +145,26 @@ class SMTPServer:
         return self._names[local_ip]
 
 
-def listen_all(conf):
-    """``[(listening socket, secure)]`` for every ``smtp-port`` and ``smtp-secure-port``."""
-    return ([(_listen(conf.smtp_ip, port), False) for port in conf.smtp_port] +
-            [(_listen(conf.smtp_ip, port), True) for port in conf.smtp_secure_port])
+def listen_all(conf, reuse_port=False):
+    """``[(listening socket, secure)]`` for every ``smtp-port`` and ``smtp-secure-port``.
+
+    ``reuse_port``: SO_REUSEPORT, so that several worker processes each bind
+    their own socket to the same port and the kernel shares the connections
+    out evenly among them.
+    """
+    return ([(_listen(conf.smtp_ip, port, reuse_port), False) for port in conf.smtp_port] +
+            [(_listen(conf.smtp_ip, port, reuse_port), True) for port in conf.smtp_secure_port])
 
 
-def _listen(ip, port):
+def _listen(ip, port, reuse_port=False):
+    options = dict(backlog=BACKLOG, reuse_port=reuse_port)
     if ip:
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        return socket.create_server((ip, port), family=family, backlog=BACKLOG)
+        return socket.create_server((ip, port), family=family, **options)
     if socket.has_dualstack_ipv6():
-        return socket.create_server(("::", port), family=socket.AF_INET6, backlog=BACKLOG,
-                                    dualstack_ipv6=True)
-    return socket.create_server(("0.0.0.0", port), backlog=BACKLOG)
+        return socket.create_server(("::", port), family=socket.AF_INET6,
+                                    dualstack_ipv6=True, **options)
+    return socket.create_server(("0.0.0.0", port), **options)
 
 
 def _plain_ip(text):

@@ -59,6 +59,8 @@ class Session:
     def __init__(self, server, sock, peer_ip, local_ip, implicit_tls=False):
         self.server, self.conf = server, server.conf
         self.wire = Wire(sock, self.conf.smtp_timeout)
+        self.max_size = self.conf.smtp_maxsize
+        self.validation = self.conf.smtp_validate_address
         self.peer_ip, self.local_ip = peer_ip, local_ip
         self.implicit_tls, self.tls = implicit_tls, False
         self.hostname = None
@@ -213,14 +215,14 @@ class Session:
 
     @property
     def _strict(self):
-        return self.conf.smtp_validate_address == "strict"
+        return self.validation == "strict"
 
     def _mail_params(self, params):
         for name, value in params.items():
             if name == "SIZE":
                 if not (value or "").isdigit():
                     return reply.BAD_PARAMETER.format(name=name)
-                if int(value) > self.conf.smtp_maxsize:
+                if int(value) > self.max_size:
                     return reply.TOO_BIG
             elif name == "BODY":
                 if (value or "").upper() not in ("7BIT", "8BITMIME"):
@@ -238,7 +240,7 @@ class Session:
 
     def _check_address(self, address, utf8, sender):
         try:
-            addresses.validate(address, self.conf.smtp_validate_address, utf8)
+            addresses.validate(address, self.validation, utf8)
         except addresses.AddressError as exc:
             return self._bad_address(exc, sender)
         return None
@@ -302,7 +304,7 @@ class Session:
         self._send(reply.START_DATA)
         envelope, self.envelope = self.envelope, None
         try:
-            content = self.wire.read_data(self.conf.smtp_maxsize)
+            content = self.wire.read_data(self.max_size)
         except TooBig:
             return reply.TOO_BIG
         return self._queue(envelope, content)
@@ -313,7 +315,7 @@ class Session:
             mail_params=envelope.params, recipients=envelope.recipients, helo=self.helo,
             esmtp=self.esmtp, tls=self.tls, user=self.user, peer_ip=self.peer_ip,
             local_ip=self.local_ip, hostname=self.hostname,
-            received_at=time.time())
+            received_at=time.time(), ips=self.server.outgoing_ips(self.local_ip))
         try:
             items = message.build(tx, content, self.conf, envelope.snapshot)
             self.server.broker.publish_many(items)

@@ -26,6 +26,7 @@ import ssl
 import gevent
 
 RECV_SIZE = 65536
+PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 MIN_DATA_RATE = 1024.0      # bytes per second a DATA transfer must keep up, beyond the timeout
 END_OF_DATA = b"\r\n.\r\n"
 
@@ -52,6 +53,7 @@ class Wire:
         self._buffer = bytearray()
         self._out = []
         self.bytes_in = 0
+        self._line_timer = gevent.Timeout(timeout, ReadTimeout)    # reused for every line
 
     # -- writing --------------------------------------------------------------
 
@@ -69,18 +71,24 @@ class Wire:
     # -- reading --------------------------------------------------------------
 
     def readline(self, limit):
-        """One line without its line ending (CRLF, or a bare LF: the caller checks)."""
-        with gevent.Timeout(self.timeout, ReadTimeout):
-            start = 0
+        """One line with its line ending (CRLF, or a bare LF: the caller checks)."""
+        end = self._buffer.find(b"\n")
+        if end >= 0:                       # pipelined: already here, no timer needed
+            return self._take_line(end, limit)
+        self._line_timer.start()
+        try:
+            start = len(self._buffer)
             while True:
-                end = self._buffer.find(b"\n", start)
-                if end >= 0:
-                    return self._take_line(end, limit)
                 if len(self._buffer) > limit:
                     self._drop_rest_of_line()
                     raise LineTooLong()
-                start = len(self._buffer)
                 self._fill()
+                end = self._buffer.find(b"\n", start)
+                if end >= 0:
+                    return self._take_line(end, limit)
+                start = len(self._buffer)
+        finally:
+            self._line_timer.cancel()
 
     def _take_line(self, end, limit):
         line = bytes(self._buffer[:end + 1])
@@ -135,7 +143,7 @@ class Wire:
             readable, _, _ = select.select([self.sock], [], [], 0)
             return bool(readable)
         try:
-            return bool(raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            return bool(raw.recv(1, PEEK))
         except BlockingIOError:
             return False
         except OSError:

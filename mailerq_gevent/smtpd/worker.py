@@ -1,9 +1,9 @@
 """One SMTP worker process (``smtp-threads`` above 1); started by ``workers.py``.
 
-    python -m mailerq_gevent.smtpd.worker --config FILE --index N
-        --channel FD --listen FD:SECURE[,FD:SECURE...] --workers COUNT
+    python -m mailerq_gevent.smtpd.worker --config FILE --index N --channel FD --workers COUNT
 
-It serves SMTP on the listening sockets it inherits, reads the settings from
+It serves SMTP on the ports of the config (bound with SO_REUSEPORT, beside
+the other workers), reads the settings from
 the database itself (and again when the daemon says they changed), and
 publishes through the daemon (``broker.remote``) when the queue is the
 embedded one, or straight to RabbitMQ otherwise. It stops cleanly on SIGTERM
@@ -26,7 +26,7 @@ from gevent.event import Event  # noqa: E402
 from mailerq_gevent import authn, certificates, config, logs, settings  # noqa: E402
 from mailerq_gevent.broker import Broker, connection, remote  # noqa: E402
 from mailerq_gevent.connections import ConnectionBudget  # noqa: E402
-from mailerq_gevent.smtpd.server import SMTPServer  # noqa: E402
+from mailerq_gevent.smtpd.server import SMTPServer, listen_all  # noqa: E402
 
 log = logs.get(__name__)
 STOP_TIMEOUT = 30.0
@@ -38,7 +38,6 @@ def parse_args(argv):
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--channel", type=int, required=True)
-    parser.add_argument("--listen", required=True)
     parser.add_argument("--var-dir", default="var")
     return parser.parse_args(argv)
 
@@ -74,10 +73,7 @@ def main(argv=None):
 
 
 def _server(conf, args, broker, reloader):
-    listeners = []
-    for item in args.listen.split(","):
-        descriptor, secure = item.split(":")
-        listeners.append((socket.socket(fileno=int(descriptor)), secure == "1"))
+    listeners = listen_all(conf, reuse_port=True)
     share = lambda limit: math.ceil(limit / args.workers) if limit else 0  # noqa: E731
     budget = ConnectionBudget(share(conf.smtp_connections), share(conf.smtp_connections_in), 0)
     tls = certificates.server_context(

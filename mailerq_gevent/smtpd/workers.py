@@ -1,12 +1,14 @@
 """``smtp-threads``: the SMTP sessions in that many worker processes.
 
 Seed 002 asks for SMTP threads "close to the number of CPUs"; under CPython
-threads share one core, so here they are processes. The daemon binds the
-listening sockets once and every worker (``worker.py``, a fresh interpreter,
-nothing inherited but those sockets and one UNIX socket to the daemon)
-accepts on them, so the kernel spreads the connections. The daemon keeps the
-queue: a worker's message is published by the daemon (``broker.remote``)
-when the queue is the embedded one, and the worker's 250 waits for that.
+threads share one core, so here they are processes. Every worker
+(``worker.py``, a fresh interpreter that inherits only one UNIX socket to the
+daemon) binds the SMTP ports itself with SO_REUSEPORT, so the kernel shares
+the connections out evenly (one shared listening socket would let the
+quickest worker take most of them). The daemon binds them once at start to
+report a port in use before any worker runs. The daemon keeps the queue: a
+worker's message is published by the daemon (``broker.remote``) when the
+queue is the embedded one, and the worker's 250 waits for that.
 
 The connection limits are shared out: each worker gets ``smtp-connections``
 and ``smtp-connections-in`` divided by the number of workers (rounded up),
@@ -47,31 +49,25 @@ class WorkerPool:
         if not conf.path:
             raise ValueError("smtp-threads above 1 needs the daemon to run from a config file")
         self.conf, self.broker, self.count, self.var_dir = conf, broker, count, var_dir
-        self.listeners = []
         self.workers = {}
         self.stopping = False
 
-    @property
-    def addresses(self):
-        return [listener.getsockname()[:2] + (secure,) for listener, secure in self.listeners]
-
     def start(self):
-        self.listeners = listen_all(self.conf)
+        ports = []
+        for listener, _ in listen_all(self.conf, reuse_port=True):     # a port in use: fail now
+            ports.append(str(listener.getsockname()[1]))
+            listener.close()
         for index in range(self.count):
             self._spawn(index)
-        log.info("smtp.workers_started", count=self.count,
-                 ports=",".join(str(address[1]) for address in self.addresses))
+        log.info("smtp.workers_started", count=self.count, ports=",".join(ports))
 
     def _spawn(self, index):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        listen = ",".join("%d:%d" % (listener.fileno(), secure)
-                          for listener, secure in self.listeners)
         command = [sys.executable, "-m", "mailerq_gevent.smtpd.worker",
                    "--config", self.conf.path, "--index", str(index),
                    "--workers", str(self.count), "--channel", str(theirs.fileno()),
-                   "--listen", listen, "--var-dir", self.var_dir]
-        descriptors = [theirs.fileno()] + [listener.fileno() for listener, _ in self.listeners]
-        proc = subprocess.Popen(command, pass_fds=descriptors)
+                   "--var-dir", self.var_dir]
+        proc = subprocess.Popen(command, pass_fds=[theirs.fileno()])
         theirs.close()
         worker = self.workers[index] = _Worker(index, proc, None)
         channel_greenlet = gevent.spawn(self._serve, worker, ours)
@@ -123,8 +119,6 @@ class WorkerPool:
             gevent.killall(worker.greenlets, block=False)
             if worker.channel is not None:
                 worker.channel.close()
-        for listener, _ in self.listeners:
-            listener.close()
         self.workers = {}
 
 
