@@ -30,6 +30,7 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(VENV)/bin/python bench/queue.py
+	$(VENV)/bin/python bench/inject.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -30,6 +30,7 @@ import json
 from datetime import datetime, timezone
 
 from mailerq_gevent.broker import codec
+from mailerq_gevent.config_values import count
 from mailerq_gevent.smtpd import headers
 
 PREFIX = b"x-mq-"
@@ -165,9 +166,9 @@ def _apply(properties, key, value):
     elif key == "maxdelivertime":
         properties[key] = int(value) if value.isdigit() else parse_time(value)
     elif key == "maxattempts":
-        properties[key] = _whole(value)
+        properties[key] = count(value)
     elif key == "retries":
-        properties[key] = [_whole(item) for item in _items(value)]
+        properties[key] = [count(item) for item in _items(value)]
     elif key in QUEUE_NAMES:
         properties.setdefault("queues", {})[key] = value or None
     elif key in DSN_NAMES:
@@ -178,13 +179,6 @@ def _apply(properties, key, value):
 
 def _items(value):
     return [item for item in value.replace(";", ",").replace(" ", ",").split(",") if item]
-
-
-def _whole(text):
-    number = int(text)
-    if number < 0:
-        raise ValueError("%d is negative" % number)
-    return number
 
 
 def parse_time(text):

@@ -199,12 +199,10 @@ class Session:
             return reply.NEED_HELO
         if self.envelope is not None:
             return reply.NESTED_MAIL
-        try:
-            path, params = addresses.parse_command(argument, "FROM", self._strict)
-        except addresses.AddressError as exc:
-            return self._bad_address(exc, sender=True)
-        except ValueError:
-            return reply.SYNTAX.format(usage="MAIL FROM:<address>")
+        parsed = self._parse_path(argument, sender=True)
+        if isinstance(parsed, reply.Reply):
+            return parsed
+        path, params = parsed
         problem = self._mail_params(params)
         if problem is None and path.address:
             problem = self._check_address(path.address, "SMTPUTF8" in params, sender=True)
@@ -212,6 +210,17 @@ class Session:
             return problem
         self.envelope = Envelope(path.address, params, self.server.settings())
         return reply.SENDER_OK
+
+    def _parse_path(self, argument, sender):
+        """``(path, params)`` of MAIL FROM (``sender``) or RCPT TO, or the Reply refusing it."""
+        keyword = "FROM" if sender else "TO"
+        try:
+            return addresses.parse_command(argument, keyword, self._strict)
+        except addresses.AddressError as exc:
+            return self._bad_address(exc, sender)
+        except ValueError:
+            return reply.SYNTAX.format(usage="%s %s:<address>" % (
+                "MAIL" if sender else "RCPT", keyword))
 
     @property
     def _strict(self):
@@ -256,12 +265,10 @@ class Session:
             return reply.NEED_MAIL
         if len(self.envelope.recipients) >= MAX_RECIPIENTS:
             return reply.TOO_MANY_RECIPIENTS
-        try:
-            path, params = addresses.parse_command(argument, "TO", self._strict)
-        except addresses.AddressError as exc:
-            return self._bad_address(exc, sender=False)
-        except ValueError:
-            return reply.SYNTAX.format(usage="RCPT TO:<address>")
+        parsed = self._parse_path(argument, sender=False)
+        if isinstance(parsed, reply.Reply):
+            return parsed
+        path, params = parsed
         problem = self._rcpt_params(params) or self._check_recipient(path)
         if problem is not None:
             return problem
