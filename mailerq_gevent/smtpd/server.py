@@ -113,6 +113,13 @@ class SMTPServer:
         address = ipaddress.ip_address(ip)
         return any(address in network for network in self.conf.smtp_range)
 
+    def behind_proxy(self, ip):
+        """Whether connections from ``ip`` start with a PROXY header (``smtp-proxy``)."""
+        if not self.conf.smtp_proxy:
+            return False
+        address = ipaddress.ip_address(ip)
+        return any(address in network for network in self.conf.smtp_proxy)
+
     def relay_check(self, session, path):
         """None when ``session`` may send to ``path``, else the refusal.
 

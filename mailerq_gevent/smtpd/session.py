@@ -26,7 +26,7 @@ import gevent
 
 from mailerq_gevent import logs
 from mailerq_gevent.broker import BrokerError
-from mailerq_gevent.smtpd import addresses, auth, message, reply
+from mailerq_gevent.smtpd import addresses, auth, message, proxy, reply
 from mailerq_gevent.smtpd.wire import Closed, LineTooLong, ReadTimeout, TooBig, Wire
 
 log = logs.get(__name__)
@@ -94,6 +94,8 @@ class Session:
         self._send(answer)
 
     def _opening(self):
+        if self.server.behind_proxy(self.peer_ip):
+            self._read_proxy_header()
         self.hostname = self.server.hostname_for(self.local_ip)
         if not self.server.allowed(self.peer_ip):
             log.info("smtp.refused", client=self.peer_ip, reason="smtp-range")
@@ -106,6 +108,16 @@ class Session:
             log.info("smtp.sync_error", client=self.peer_ip, stage="before greeting")
             return reply.SYNC_ERROR
         return reply.GREETING.format(host=self.hostname)
+
+    def _read_proxy_header(self):
+        """Take the real addresses from the PROXY header; a bad one ends the connection."""
+        try:
+            real = proxy.read_header(self.wire)
+        except (proxy.ProxyError, LineTooLong) as exc:
+            log.warning("smtp.proxy_refused", proxy=self.peer_ip, detail=str(exc))
+            raise Closed() from None
+        if real is not None:
+            self.peer_ip, self.local_ip = real
 
     def _close(self):
         try:

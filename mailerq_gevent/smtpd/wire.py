@@ -90,6 +90,18 @@ class Wire:
         finally:
             self._line_timer.cancel()
 
+    def read_exactly(self, count):
+        """``count`` bytes (a PROXY header), within the timeout."""
+        self._line_timer.start()
+        try:
+            while len(self._buffer) < count:
+                self._fill()
+        finally:
+            self._line_timer.cancel()
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
+
     def _take_line(self, end, limit):
         line = bytes(self._buffer[:end + 1])
         del self._buffer[:end + 1]
