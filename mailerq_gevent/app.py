@@ -21,6 +21,7 @@ from mailerq_gevent import broker as broker_module
 from mailerq_gevent.config_values import redact_url
 from mailerq_gevent.connections import ConnectionBudget
 from mailerq_gevent.db import engine as db_engine, load, schema
+from mailerq_gevent.smtpd.checks import InboundChecks
 from mailerq_gevent.smtpd.server import SMTPServer
 from mailerq_gevent.smtpd.workers import WorkerPool
 
@@ -74,7 +75,8 @@ class App:
             self.reloader.subscribe(pool.settings_changed)
             return pool
         return SMTPServer(conf, self.broker, lambda: self.reloader.current, self.budget,
-                          authenticator=authenticator, tls_context=tls)
+                          authenticator=authenticator, tls_context=tls,
+                          checks=InboundChecks(conf))
 
     def stop(self, timeout=30.0):
         for part in reversed(self.parts):

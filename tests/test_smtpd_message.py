@@ -158,3 +158,34 @@ def test_rabbitmq_down_gets_451(smtp):
     running = smtp(rabbitmq_address="amqp://guest:guest@127.0.0.1:1//")
     running.broker.publisher.timeout = 5
     assert send(running, message()) == b"451 4.3.0 Error: queue unavailable, try again later\r\n"
+
+
+# -- inbound checks (smtp-check) through the server ------------------------------
+
+from tests.dns_server import dns_zone_fixture  # noqa: E402,F401 - the dns_zone fixture
+from tests.spamd import spamd_fixture  # noqa: E402,F401 - the spamd fixture
+
+
+def test_check_results_reach_the_json_and_the_header_goes_to_local_mail(smtp, dns_zone, spamd):
+    from mailerq_gevent.config_values import HostPort
+    zone = dns_zone([("sender.test", "TXT", "v=spf1 ip4:127.0.0.1 -all"),
+                     ("_dmarc.sender.test", "TXT", "v=DMARC1; p=reject")])
+    running = smtp(smtp_check=("spf", "dkim", "dmarc", "spam"), smtp_auth_results=("local",),
+                   dns_server=HostPort(zone.host, zone.port), spamassassin_host="127.0.0.1",
+                   spamassassin_port=spamd.port, settings_rows={"locals": [
+                       {"address": "info@local.example", "type": "exact"}]})
+    from mailerq_gevent.smtpd.checks import InboundChecks
+    running.server.checks = InboundChecks(running.conf)
+    content = message().replace(b"From: a@example.com", b"From: a@sender.test")
+    reply = send(running, content, sender=b"a@sender.test",
+                 recipients=(b"info@local.example", b"b@example.org"))
+    assert reply.startswith(b"250 ")
+    [local] = running.queued("local")
+    [remote] = running.queued("inbox")
+    for queued in (local, remote):
+        assert queued["checks"]["spf"]["result"] == "pass"
+        assert queued["checks"]["dkim"] == []
+        assert queued["checks"]["dmarc"]["result"] == "pass"       # aligned SPF pass
+        assert queued["checks"]["spam"]["result"] == "ham"
+    assert "\r\nAuthentication-Results: mx.test.example;" in local["mime"]
+    assert "Authentication-Results" not in remote["mime"]

@@ -54,23 +54,50 @@ class Transaction:
         self.hostname, self.received_at, self.ips = hostname, received_at, ips
 
 
-def build(tx, content, conf, snapshot):
-    """``[(queue, body bytes)]`` for the transaction (see the module docstring)."""
+def build(tx, content, conf, snapshot, checks=None):
+    """``[(queue, body bytes)]`` for the transaction (see the module docstring).
+
+    ``checks``: the inbound checks' results (``checks.CheckResults``), which go
+    to the ``checks`` property and, for the recipients ``smtp-auth-results``
+    names (local, nonlocal), into an Authentication-Results header.
+    """
     properties = {}
     if conf.smtp_extract:
         found, content = headers.remove(content, PREFIX)
         properties = extract(found)
-    content = received_header(tx) + content
     ips = properties.get("ips") or (tx.ips if tx.ips is not None else
                                     outgoing_ips(tx.local_ip, conf))
     properties.pop("ips", None)
     if ips:
         properties["ips"] = ips
-    mime = json.dumps(content.decode("utf-8", "surrogateescape"))
+    if checks is not None:
+        properties["checks"] = checks.results
+    mimes = _Mimes(received_header(tx), content, checks, tx.hostname)
     report = headers.content_type(content).startswith("multipart/report")
-    return [(_queue_for(path.address, snapshot, conf, report),
-             codec.encode_with_mime(_message(tx, path, params, properties), mime))
-            for path, params in tx.recipients]
+    items = []
+    for path, params in tx.recipients:
+        local = path.address.lower() == "postmaster" or snapshot.is_local(path.address)
+        labelled = checks is not None and (
+            "local" if local else "nonlocal") in conf.smtp_auth_results
+        items.append((_queue_for(local, conf, report), codec.encode_with_mime(
+            _message(tx, path, params, properties), mimes.get(labelled))))
+    return items
+
+
+class _Mimes:
+    """The MIME as a JSON string, with or without the Authentication-Results
+    header, each made once for all the recipients that want it."""
+
+    def __init__(self, trace, content, checks, authserv_id):
+        self.trace, self.content, self.checks, self.authserv_id = trace, content, checks, authserv_id
+        self._made = {}
+
+    def get(self, with_results):
+        if with_results not in self._made:
+            results = self.checks.header(self.authserv_id) if with_results else b""
+            self._made[with_results] = json.dumps(
+                (self.trace + results + self.content).decode("utf-8", "surrogateescape"))
+        return self._made[with_results]
 
 
 def _message(tx, path, params, properties):
@@ -92,8 +119,7 @@ def _dsn(mail_params, rcpt_params):
     return dsn
 
 
-def _queue_for(address, snapshot, conf, report):
-    local = address.lower() == "postmaster" or snapshot.is_local(address)
+def _queue_for(local, conf, report):
     if local and report and conf.rabbitmq_reports:
         return conf.rabbitmq_reports
     if local and conf.rabbitmq_local:

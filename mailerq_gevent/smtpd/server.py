@@ -37,12 +37,14 @@ AUTH_FAILURE_DELAY = 1.0
 
 class SMTPServer:
     def __init__(self, conf, broker, settings, budget, authenticator=None, tls_context=None,
-                 listeners=None):
+                 listeners=None, checks=None):
         """``settings``: a callable returning the current settings snapshot;
         ``listeners``: ``[(socket, secure)]`` already bound (a worker process's),
-        else the server binds its ports itself."""
+        else the server binds its ports itself; ``checks``: the inbound checks
+        (``checks.InboundChecks``) when ``smtp-check`` names any."""
         self.conf, self.broker, self.settings, self.budget = conf, broker, settings, budget
         self.authenticator, self.tls_context = authenticator, tls_context
+        self.checks = checks if checks is not None and checks.enabled else None
         self.protection = FailedLogins(enabled=conf.smtp_protection)
         self.greet_wait = 0.0
         self.stopping = False

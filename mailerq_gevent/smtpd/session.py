@@ -335,8 +335,10 @@ class Session:
             esmtp=self.esmtp, tls=self.tls, user=self.user, peer_ip=self.peer_ip,
             local_ip=self.local_ip, hostname=self.hostname,
             received_at=time.time(), ips=self.server.outgoing_ips(self.local_ip))
+        checks = self.server.checks
+        results = checks.run(self.peer_ip, self.helo, tx.sender, content) if checks else None
         try:
-            items = message.build(tx, content, self.conf, envelope.snapshot)
+            items = message.build(tx, content, self.conf, envelope.snapshot, results)
             self.server.broker.publish_many(items)
         except message.BadHeader as exc:
             return reply.Reply(554, "5.6.0", "Error: %s" % exc)

@@ -26,6 +26,7 @@ from gevent.event import Event  # noqa: E402
 from mailerq_gevent import authn, certificates, config, logs, settings  # noqa: E402
 from mailerq_gevent.broker import Broker, connection, remote  # noqa: E402
 from mailerq_gevent.connections import ConnectionBudget  # noqa: E402
+from mailerq_gevent.smtpd.checks import InboundChecks  # noqa: E402
 from mailerq_gevent.smtpd.server import SMTPServer, listen_all  # noqa: E402
 
 log = logs.get(__name__)
@@ -81,7 +82,7 @@ def _server(conf, args, broker, reloader):
         hostname=conf.smtp_hostname or socket.gethostname(), name="smtp")
     return SMTPServer(conf, broker, lambda: reloader.current, budget,
                       authenticator=authn.from_spec(conf.smtp_auth), tls_context=tls,
-                      listeners=listeners)
+                      listeners=listeners, checks=InboundChecks(conf))
 
 
 if __name__ == "__main__":
