@@ -189,3 +189,19 @@ def test_check_results_reach_the_json_and_the_header_goes_to_local_mail(smtp, dn
         assert queued["checks"]["spam"]["result"] == "ham"
     assert "\r\nAuthentication-Results: mx.test.example;" in local["mime"]
     assert "Authentication-Results" not in remote["mime"]
+
+
+@pytest.mark.parametrize("extra, report", [
+    ("Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n", True),
+    ("Content-Type: application/gzip\r\n", True),
+    ("Content-Type: multipart/mixed; boundary=b\r\n", False),
+    ("Content-Type: text/plain\r\n", False),
+])
+def test_reports_are_recognised(extra, report):
+    assert building.is_report(message(extra=extra)) is report
+
+
+def test_a_dmarc_aggregate_report_by_its_subject():
+    content = message(subject="Report Domain: example.com Submitter: google.com Report-ID: 1",
+                      extra="Content-Type: multipart/mixed; boundary=b\r\n")
+    assert building.is_report(content)

@@ -57,6 +57,18 @@ def remove(content, prefix):
     return found, b"".join(kept) + rest
 
 
+def field(content, name):
+    """The unfolded value of the first ``name`` field (lower-case name), or ''."""
+    block, _ = split(content)
+    if name.encode() not in block.lower():
+        return ""
+    for lines in fields(block):
+        found, value = name_and_value(lines)
+        if found == name:
+            return value
+    return ""
+
+
 def content_type(content):
     """The media type of the message (``multipart/report``), lower case; '' if none."""
     block, _ = split(content)

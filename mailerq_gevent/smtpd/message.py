@@ -13,8 +13,8 @@ pairs, one per recipient, for ``Publisher.publish_many``:
   ``smtp-unmappable-ips``), else ``smtp-defaultips``; none of them: no ``ips``
   property, and delivery uses its own default;
 * DSN parameters (RET, ENVID from MAIL; NOTIFY, ORCPT from RCPT) go to ``dsn``;
-* a recipient in the ``locals`` table goes to ``rabbitmq-local`` (a delivery
-  report to ``rabbitmq-reports`` when that is set), every other to
+* a recipient in the ``locals`` table goes to ``rabbitmq-local`` (a report,
+  DSN or DMARC, to ``rabbitmq-reports`` when that is set), every other to
   ``rabbitmq-inbox``.
 
 The MIME is carried as a JSON string: bytes that are not UTF-8 are kept with
@@ -73,7 +73,7 @@ def build(tx, content, conf, snapshot, checks=None):
     if checks is not None:
         properties["checks"] = checks.results
     mimes = _Mimes(received_header(tx), content, checks, tx.hostname)
-    report = headers.content_type(content).startswith("multipart/report")
+    report = is_report(content)
     items = []
     for path, params in tx.recipients:
         local = path.address.lower() == "postmaster" or snapshot.is_local(path.address)
@@ -117,6 +117,21 @@ def _dsn(mail_params, rcpt_params):
         if source.get(name):
             dsn[name.lower()] = source[name]
     return dsn
+
+
+REPORT_TYPES = ("multipart/report", "application/zip", "application/gzip",
+                "application/x-gzip", "application/xml", "text/xml")
+
+
+def is_report(content):
+    """A delivery status notification (RFC 3464, ``multipart/report``) or a
+    DMARC aggregate report (RFC 7489 §7.2.1.1: "Report Domain:" subject, or a
+    zip / gzip / XML message)."""
+    media = headers.content_type(content)
+    if media.startswith(REPORT_TYPES):
+        return True
+    return media.startswith("multipart/") and headers.field(content, "subject").startswith(
+        "Report Domain:")
 
 
 def _queue_for(local, conf, report):
