@@ -8,6 +8,9 @@
     protection.py  blocking addresses that keep failing to log in
     message.py     the queued JSON: Received, x-mq-* properties, outgoing IP, queues
     headers.py     reading and removing header fields without parsing the MIME
+    checks.py      smtp-check: SPF, DKIM, DMARC, spamd (authresults.py: the header)
+    proxy.py       the PROXY protocol from smtp-proxy ranges
+    workers.py     smtp-threads: sessions in worker processes (worker.py: one of them)
     reply.py       every reply the server sends
 
 A 250 after DATA is sent only once every recipient's message is durably
