@@ -119,6 +119,21 @@ class Raw:
     def hello(self, name=b"client.example"):
         return self.command(b"EHLO " + name)
 
+    def begin_data(self, sender=b"a@example.com", recipients=(b"b@example.org",)):
+        """EHLO, then MAIL, RCPT and DATA in one write; returns once the 354 is in."""
+        self.hello()
+        lines = [b"MAIL FROM:<" + sender + b">"] + [
+            b"RCPT TO:<" + recipient + b">" for recipient in recipients] + [b"DATA"]
+        self.send(b"\r\n".join(lines) + b"\r\n")
+        codes = [self.reply()[:3] for _ in lines]
+        assert codes == [b"250"] * (len(lines) - 1) + [b"354"], codes
+
+    def send_message(self, content, **envelope):
+        """A whole transaction (``begin_data``); returns the reply to the final dot."""
+        self.begin_data(**envelope)
+        self.send(content + b".\r\n")
+        return self.reply()
+
     def close(self):
         self.sock.close()
 

@@ -10,14 +10,7 @@ from tests.smtp_support import Raw, message
 
 
 def send(running, content, recipients=(b"b@example.org",), sender=b"a@example.com"):
-    client = Raw(running.port)
-    client.hello()
-    client.command(b"MAIL FROM:<" + sender + b">")
-    for recipient in recipients:
-        client.command(b"RCPT TO:<" + recipient + b">")
-    client.command(b"DATA")
-    client.send(content + b".\r\n")
-    return client.reply()
+    return Raw(running.port).send_message(content, sender=sender, recipients=recipients)
 
 
 @pytest.mark.parametrize("header, expected", [

@@ -184,22 +184,13 @@ def test_pipelining_gets_all_replies_and_queues(server):
 
 
 def test_dot_stuffing_is_undone(server):
-    client = Raw(server.port)
-    client.hello()
-    client.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
-    [client.reply() for _ in range(3)]
-    client.send(b"Subject: dots\r\n\r\n..leading\r\n...\r\n.\r\n")
-    assert client.reply().startswith(b"250 ")
+    reply = Raw(server.port).send_message(b"Subject: dots\r\n\r\n..leading\r\n...\r\n")
+    assert reply.startswith(b"250 ")
     assert server.queued()[0]["mime"].endswith("Subject: dots\r\n\r\n.leading\r\n..\r\n")
 
 
 def test_an_empty_message_is_queued(server):
-    client = Raw(server.port)
-    client.hello()
-    client.send(b"MAIL FROM:<>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
-    [client.reply() for _ in range(3)]
-    client.send(b".\r\n")
-    assert client.reply().startswith(b"250 ")
+    assert Raw(server.port).send_message(b"", sender=b"").startswith(b"250 ")
     assert server.queued()[0]["envelope"] == ""
 
 

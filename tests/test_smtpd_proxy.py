@@ -23,14 +23,6 @@ def v2_header(client, server, command=0x21, family=0x11):
     return V2 + struct.pack("!BBH", command, family, len(payload)) + payload
 
 
-def inject(client):
-    client.hello()
-    client.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
-    assert [client.reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
-    client.send(message() + b".\r\n")
-    return client.reply()
-
-
 @pytest.fixture
 def proxied(smtp):
     return smtp(smtp_proxy=PROXIES, smtp_range=config.KEYS["smtp-range"][0](
@@ -47,7 +39,7 @@ def test_the_real_client_address_is_used(proxied, header, client_ip):
     client = Raw(proxied.port, greeting=False)
     client.send(header)
     assert client.reply().startswith(b"220 ")
-    assert inject(client).startswith(b"250 ")
+    assert client.send_message(message()).startswith(b"250 ")
     mime = proxied.queued()[0]["mime"]
     assert "([%s])" % client_ip in mime.split("\r\n")[0]
 
@@ -59,7 +51,7 @@ def test_unknown_and_local_keep_the_proxy_address(proxied, header):
     client = Raw(proxied.port, greeting=False)
     client.send(header)
     assert client.reply().startswith(b"220 ")
-    assert inject(client).startswith(b"250 ")
+    assert client.send_message(message()).startswith(b"250 ")
     assert "([127.0.0.1])" in proxied.queued()[0]["mime"].split("\r\n")[0]
 
 

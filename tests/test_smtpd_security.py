@@ -11,12 +11,6 @@ from tests.smtp_support import Raw, message
 from tests.waiting import wait_until
 
 
-def start_data(client):
-    client.hello()
-    client.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
-    assert [client.reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
-
-
 # -- SMTP smuggling: only <CRLF>.<CRLF> ends DATA --------------------------------
 
 SMUGGLED = (b"MAIL FROM:<admin@example.com>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\n"
@@ -27,7 +21,7 @@ def smuggle(server, fake_end):
     """Send a message whose content holds ``fake_end`` + a second transaction,
     then the real end; there must be exactly one 250 and one queued message."""
     client = Raw(server.port)
-    start_data(client)
+    client.begin_data()
     client.send(message() + fake_end + SMUGGLED + b".\r\n")
     replies = [client.reply()]
     client.send(b"QUIT\r\n")
@@ -186,12 +180,8 @@ def test_unauthenticated_clients_reach_only_local_addresses(guarded, recipient, 
 
 
 def test_local_mail_goes_to_the_local_queue(guarded):
-    client = Raw(guarded.port)
-    client.hello()
-    client.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<info@local.example>\r\nDATA\r\n")
-    [client.reply() for _ in range(3)]
-    client.send(message() + b".\r\n")
-    assert client.reply().startswith(b"250 ")
+    reply = Raw(guarded.port).send_message(message(), recipients=(b"info@local.example",))
+    assert reply.startswith(b"250 ")
     assert guarded.queued("inbox") == []
     assert [m["recipient"] for m in guarded.queued("local")] == ["info@local.example"]
 
