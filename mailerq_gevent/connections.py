@@ -32,12 +32,7 @@ class ConnectionBudget:
 
     def try_inbound(self):
         """Take an inbound slot now if there is one; True when taken."""
-        if not self._in.acquire(blocking=False):
-            return False
-        if not self._total.acquire(blocking=False):
-            self._in.release()
-            return False
-        return True
+        return self._take(self._in, blocking=False)
 
     def release_inbound(self):
         self._total.release()
@@ -45,10 +40,14 @@ class ConnectionBudget:
 
     def acquire_outbound(self, timeout=None):
         """Wait up to ``timeout`` for an outbound slot; True when taken."""
-        if not self._out.acquire(timeout=timeout):
+        return self._take(self._out, timeout=timeout)
+
+    def _take(self, side, blocking=True, timeout=None):
+        """A slot of ``side`` and one of the total, or neither."""
+        if not side.acquire(blocking, timeout):
             return False
-        if not self._total.acquire(timeout=timeout):
-            self._out.release()
+        if not self._total.acquire(blocking, timeout):
+            side.release()
             return False
         return True
 

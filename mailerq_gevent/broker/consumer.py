@@ -82,7 +82,7 @@ class Delivery:
             return self.reject(requeue=True)
         try:
             self.consumer.publisher.publish(self.queue, body if body is not None else self.body,
-                                            delay=delay, headers=_copied_headers(self.headers))
+                                            delay=delay, headers=self.headers or None)
         except BrokerError:
             self.reject(requeue=True)
             raise
@@ -197,7 +197,3 @@ class Consumer:
         except connection.ERRORS as exc:
             log.warning("broker.settle_failed", queue=self.queue, error=exc.__class__.__name__)
 
-
-def _copied_headers(headers):
-    """Headers worth keeping on a requeued copy (not our transport's own)."""
-    return {key: value for key, value in headers.items() if not key.startswith("x-not-")} or None

@@ -139,11 +139,6 @@ class RemoteBroker:
             raise BrokerError(error)
         return len(items)
 
-    def publish(self, queue, body, delay=0.0, headers=None):
-        if delay or headers:
-            raise BrokerError("workers publish plain messages only")
-        return self.publish_many([(queue, body)]) == 1
-
 
     def _read(self):
         try:

@@ -200,7 +200,7 @@ class Store:
         if entry is not None:
             queue, envelope, body = entry
             self._queue(queue).front.appendleft((message_id, envelope, body))
-            self._notify()
+            self.wake_consumers()
 
     def arrival(self):
         """An event set at the next commit or requeue. Take it *before* ``get``."""
@@ -247,8 +247,6 @@ class Store:
         arrived, self._arrived = self._arrived, Event()
         arrived.set()
 
-    _notify = wake_consumers
-
     # -- the writer ---------------------------------------------------------
 
     def _writer_loop(self):
@@ -292,7 +290,7 @@ class Store:
         if delayed:
             self._schedule(min(row[2] for row in delayed))
         if ready:
-            self._notify()
+            self.wake_consumers()
 
     def _reclaim(self):
         """Shrink the file a step when many pages are free (a backlog drained)."""
@@ -382,7 +380,7 @@ class Store:
             self._next_id += 1
         if moved:
             self._run(self._move, moved)
-            self._notify()
+            self.wake_consumers()
         self._next_due = self._earliest_due()
 
     def _move(self, moved):

@@ -193,7 +193,7 @@ class Session:
         return reply.multiline(250, [self.hostname] + self.extensions())
 
     def extensions(self):
-        offered = ["PIPELINING", "SIZE %d" % self.conf.smtp_maxsize, "8BITMIME", "SMTPUTF8",
+        offered = ["PIPELINING", "SIZE %d" % self.max_size, "8BITMIME", "SMTPUTF8",
                    "ENHANCEDSTATUSCODES", "DSN"]
         if self.server.tls_context is not None and not self.tls:
             offered.append("STARTTLS")

@@ -52,7 +52,6 @@ class Wire:
         self.sock, self.timeout = sock, timeout
         self._buffer = bytearray()
         self._out = []
-        self.bytes_in = 0
         self._line_timer = gevent.Timeout(timeout, ReadTimeout)    # reused for every line
 
     # -- writing --------------------------------------------------------------
@@ -172,7 +171,6 @@ class Wire:
                 chunk = self.sock.recv(RECV_SIZE)
         if not chunk:
             raise Closed()
-        self.bytes_in += len(chunk)
         self._buffer += chunk
 
     # -- TLS ------------------------------------------------------------------
