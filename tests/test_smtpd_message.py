@@ -127,6 +127,19 @@ def test_a_queue_that_fails_gets_451_and_the_session_goes_on(smtp):
     assert send(running, message()) == b"451 4.3.0 Error: queue unavailable, try again later\r\n"
 
 
+class _Broken:
+    def publish_many(self, items):
+        raise RuntimeError("a bug")
+
+
+def test_an_unexpected_error_is_a_451_and_the_session_goes_on(smtp):
+    running = smtp()
+    running.server.broker = _Broken()
+    client = Raw(running.port)
+    assert client.send_message(message()) == b"451 4.3.0 Error: local error, try again later\r\n"
+    assert client.command(b"NOOP") == b"250 2.0.0 OK\r\n"
+
+
 def test_a_failing_commit_queues_no_recipient_at_all(smtp, monkeypatch):
     running = smtp()
     from mailerq_gevent.broker import store

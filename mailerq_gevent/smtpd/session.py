@@ -346,6 +346,9 @@ class Session:
             log.error("smtp.queue_failed", id=tx.queue_id, client=self.peer_ip,
                       detail=str(exc)[:300])
             return reply.QUEUE_DOWN
+        except Exception:  # noqa: BLE001 - a surprise is transient: 451, never a lost 250
+            log.exception("smtp.queue_error", id=tx.queue_id, client=self.peer_ip)
+            return reply.LOCAL_ERROR
         log.info("smtp.queued", id=tx.queue_id, client=self.peer_ip, sender=tx.sender,
                  recipients=len(tx.recipients), size=len(content), user=self.user or "")
         return reply.QUEUED.format(id=tx.queue_id)
