@@ -135,6 +135,9 @@ def setup(level="info", stream=None):
     handler = BufferedHandler(stream or sys.stderr)
     handler.setFormatter(_Formatter("%(asctime)s level=%(levelname)s logger=%(name)s "
                                     "%(message)s"))
+    # the format shows no thread or process: do not look them up for every
+    # record (under gevent a thread lookup makes a dummy thread per greenlet)
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])

@@ -18,6 +18,7 @@ compared in canonical form (``ipaddress``; an IPv4-mapped IPv6 address is its
 IPv4 address), patterns as ``patterns`` says.
 """
 
+import functools
 import ipaddress
 import time
 from dataclasses import dataclass, field, fields
@@ -106,6 +107,7 @@ class FloodRow:
     values: tuple            # raw limits in CAPACITY_FIELDS order
 
 
+@functools.lru_cache(maxsize=65536)
 def canonical_ip(text):
     """The canonical text of an IP address, or None when ``text`` is not one."""
     if not text:

@@ -16,6 +16,7 @@ local address, else ``smtp-hostname``, else its reverse DNS name).
 are doing within ``timeout``, then cuts the rest.
 """
 
+import functools
 import ipaddress
 import socket
 
@@ -112,15 +113,11 @@ class SMTPServer:
     # -- policy ---------------------------------------------------------------
 
     def allowed(self, ip):
-        address = ipaddress.ip_address(ip)
-        return any(address in network for network in self.conf.smtp_range)
+        return _in_networks(ip, self.conf.smtp_range)
 
     def behind_proxy(self, ip):
         """Whether connections from ``ip`` start with a PROXY header (``smtp-proxy``)."""
-        if not self.conf.smtp_proxy:
-            return False
-        address = ipaddress.ip_address(ip)
-        return any(address in network for network in self.conf.smtp_proxy)
+        return bool(self.conf.smtp_proxy) and _in_networks(ip, self.conf.smtp_proxy)
 
     def relay_check(self, session, path):
         """None when ``session`` may send to ``path``, else the refusal.
@@ -176,6 +173,15 @@ def _listen(ip, port, reuse_port=False):
     return socket.create_server(("0.0.0.0", port), **options)
 
 
+@functools.lru_cache(maxsize=4096)
+def _in_networks(ip, networks):
+    """Whether ``ip`` is in one of ``networks`` (a tuple from the config); the
+    same few clients connect again and again, so the answer is kept."""
+    address = ipaddress.ip_address(ip)
+    return any(address in network for network in networks)
+
+
+@functools.lru_cache(maxsize=4096)
 def _plain_ip(text):
     """``::ffff:1.2.3.4`` (a v4 client on a dual-stack socket) -> ``1.2.3.4``."""
     address = ipaddress.ip_address(text.split("%")[0])

@@ -1,0 +1,1 @@
+"""Delivery: from the outbox to the recipient's MX (SPEC §7)."""

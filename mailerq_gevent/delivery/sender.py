@@ -1,0 +1,222 @@
+"""One outgoing SMTP connection: connect, EHLO, STARTTLS, one message at a time.
+
+``Connection`` wraps ``smtplib.SMTP`` (cooperative under ``gevent.monkey``):
+it binds the local IP (``source_address``), greets with the mtaname, upgrades
+with STARTTLS when the server offers it (``secure``: required, else the
+message is not sent in the clear), and sends one message per ``send`` as
+MAIL / RCPT / DATA, so every reply is known with the step that gave it
+(RFC 5321 §4.2, §3.3). Between messages the connection is reset (RSET).
+
+``send`` never raises for what the remote side does: it returns an
+``Attempt`` (state, code, enhanced status, text) and marks the connection
+unusable (``broken``) after a network error, a timeout, a 421 or a reply it
+cannot trust. Certificates are not verified (opportunistic TLS, RFC 7435, as
+MTAs do on port 25); ``secure`` only insists that TLS is used.
+"""
+
+import re
+import smtplib
+import socket
+import ssl
+import time
+
+import gevent
+
+from mailerq_gevent import logs
+
+log = logs.get(__name__)
+
+CONNECT_TIMEOUT = 30.0
+COMMAND_TIMEOUT = 300.0     # RFC 5321 §4.5.3.2 suggests minutes; bounded per step here
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+class Attempt:
+    """How far one message got: ``state`` (connect, greeting, ehlo, starttls,
+    mail, rcpt, data), the reply ``code`` (0 when none came), ``status`` (the
+    enhanced code, given or derived) and ``text``."""
+
+    __slots__ = ("state", "code", "status", "text")
+
+    def __init__(self, state, code, text, status=None):
+        self.state, self.code = state, code
+        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        self.text = " ".join(text.split())
+        self.status = status or _status_of(code, self.text)
+
+    @property
+    def ok(self):
+        return 200 <= self.code < 300
+
+    def __repr__(self):
+        return "<Attempt %s %d %s %s>" % (self.state, self.code, self.status, self.text[:60])
+
+
+def _status_of(code, text):
+    found = _ENHANCED.match(text)
+    if found:
+        return found.group(0)
+    if 200 <= code < 300:
+        return "2.0.0"
+    if 500 <= code < 600:
+        return "5.0.0"
+    return "4.0.0"
+
+
+def network_error(state, exc):
+    """An Attempt for a connection that failed at ``state`` without a reply."""
+    what = "timeout" if isinstance(exc, (socket.timeout, gevent.Timeout)) else (
+        exc.__class__.__name__)
+    return Attempt(state, 0, "%s: %s" % (what, exc) if str(exc) else what, "4.4.2")
+
+
+def client_context():
+    """TLS for port 25: any certificate, TLS 1.2 or newer (RFC 8996)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class Connection:
+    """An open SMTP session to ``ip``:``port`` from ``localip``."""
+
+    def __init__(self, ip, port, localip=None, ehlo_name="localhost", secure=False,
+                 tls_context=None, timeout=COMMAND_TIMEOUT, connect_timeout=CONNECT_TIMEOUT):
+        self.ip, self.port, self.localip = ip, port, localip
+        self.ehlo_name, self.secure = ehlo_name, secure
+        self.tls_context = tls_context
+        self.timeout, self.connect_timeout = timeout, connect_timeout
+        self.smtp = None
+        self.tls = False
+        self.sent = 0               # messages sent (accepted or not) on this connection
+        self.broken = False
+        self.idle_since = time.monotonic()
+        self.slot = None            # the throttles' connection slot, released at close
+        self._state = "connect"
+
+    # -- opening -------------------------------------------------------------
+
+    def open(self):
+        """Connect, read the greeting, EHLO, STARTTLS. None when ready, else
+        the Attempt saying why not (the connection is then closed)."""
+        smtp = smtplib.SMTP(local_hostname=self.ehlo_name, timeout=self.connect_timeout,
+                            source_address=(self.localip, 0) if self.localip else None)
+        self.smtp = smtp
+        try:
+            code, text = smtp.connect(self.ip, self.port)
+        except smtplib.SMTPConnectError as exc:
+            return self._failed(Attempt("greeting", exc.smtp_code, exc.smtp_error))
+        except (OSError, smtplib.SMTPException) as exc:
+            return self._failed(network_error("connect", exc))
+        if code != 220:
+            return self._failed(Attempt("greeting", code, text))
+        smtp.sock.settimeout(self.timeout)
+        return self._hello()
+
+    def _hello(self):
+        try:
+            refused = self._ehlo()
+            if refused:
+                return self._failed(refused)
+            if self.smtp.has_extn("starttls") and self.tls_context is not None:
+                refused = self._starttls()
+                if refused:
+                    return self._failed(refused)
+        except (OSError, smtplib.SMTPException) as exc:
+            return self._failed(network_error("ehlo" if not self.tls else "starttls", exc))
+        if self.secure and not self.tls:
+            return self._failed(Attempt("starttls", 0, "TLS required but not offered", "4.7.5"))
+        return None
+
+    def _ehlo(self):
+        code, text = self.smtp.ehlo()
+        if code == 250:
+            return None
+        code, text = self.smtp.helo()
+        return None if code == 250 else Attempt("ehlo", code, text)
+
+    def _starttls(self):
+        code, text = self.smtp.docmd("STARTTLS")
+        if code != 220:
+            return Attempt("starttls", code, text) if self.secure else None
+        self.smtp.sock = self.tls_context.wrap_socket(self.smtp.sock)
+        self.smtp.file = None
+        self.smtp.helo_resp = self.smtp.ehlo_resp = None
+        self.smtp.esmtp_features, self.smtp.does_esmtp = {}, False
+        self.tls = True
+        return self._ehlo()
+
+    def _failed(self, attempt):
+        self.close(quit=False)
+        return attempt
+
+    # -- sending -------------------------------------------------------------
+
+    def supports(self, keyword):
+        return self.smtp is not None and self.smtp.has_extn(keyword)
+
+    def send(self, envelope, recipient, mime, options=()):
+        """MAIL, RCPT, DATA for one recipient: the Attempt of the step that decided."""
+        if self.sent:
+            refused = self._reset()
+            if refused:
+                return refused
+        self.sent += 1
+        try:
+            attempt = self._transaction(envelope, recipient, mime, list(options))
+        except smtplib.SMTPResponseException as exc:     # data() without a 354
+            attempt = Attempt(self._state, exc.smtp_code, exc.smtp_error)
+        except (OSError, smtplib.SMTPException) as exc:
+            attempt = network_error(self._state, exc)
+        if attempt.code == 0 or attempt.code == 421:
+            self.broken = True
+        self.idle_since = time.monotonic()
+        return attempt
+
+    def _transaction(self, envelope, recipient, mime, options):
+        smtp = self.smtp
+        self._state = "mail"
+        code, text = smtp.mail(envelope, options)
+        if code != 250:
+            return Attempt("mail", code, text)
+        self._state = "rcpt"
+        code, text = smtp.rcpt(recipient)
+        if code not in (250, 251):
+            self._reset()
+            return Attempt("rcpt", code, text)
+        self._state = "data"
+        code, text = smtp.data(mime)
+        return Attempt("data", code, text)
+
+    def _reset(self):
+        try:
+            code, text = self.smtp.rset()
+        except (OSError, smtplib.SMTPException) as exc:
+            self.broken = True
+            return network_error("mail", exc)
+        if code != 250:
+            self.broken = True
+            return Attempt("mail", code, text)
+        return None
+
+    @property
+    def usable(self):
+        return self.smtp is not None and not self.broken
+
+    def close(self, quit=True):
+        """QUIT (when ``quit`` and the connection is sound) and close; idempotent."""
+        smtp, self.smtp = self.smtp, None
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
+        if smtp is None:
+            return
+        if quit and not self.broken and smtp.sock is not None:
+            try:
+                with gevent.Timeout(5, False):
+                    smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                pass
+        smtp.close()

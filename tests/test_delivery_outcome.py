@@ -1,0 +1,213 @@
+"""Results, classification, retries and give-up (``delivery.outcome``)."""
+
+import email
+import email.policy
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from mailerq_gevent import config
+from mailerq_gevent.delivery import outcome
+from mailerq_gevent.delivery.outcome import Result, classify, decide, first_delay
+
+NOW = 1_700_000_000
+CONF = config.defaults().replace(smtp_hostname="mta.test.example")
+
+
+def message(**extra):
+    base = {"envelope": "bounces@sender.example", "recipient": "user@rcpt.example",
+            "mime": "Subject: hi\r\n\r\nbody\r\n", "queued": NOW, "tag": "kept"}
+    base.update(extra)
+    return base
+
+
+def reply(code, text="", state="rcpt"):
+    return Result.from_reply(state, code, text, NOW, "192.0.2.1", "198.51.100.7")
+
+
+def network_error():
+    return Result.error("connect", "connection refused", NOW, "192.0.2.1", "198.51.100.7")
+
+
+def published(decision):
+    return [(queue, json.loads(body)) for queue, body in decision.queues]
+
+
+@pytest.mark.parametrize("code, kind", [
+    (250, "success"), (251, "success"), (421, "retry"), (450, "retry"), (452, "retry"),
+    (550, "failure"), (554, "failure"), (None, "retry"), (0, "retry")])
+def test_classify(code, kind):
+    assert classify(code) == kind
+
+
+def test_result_from_reply_splits_the_enhanced_status_and_serialises():
+    result = Result.from_reply("rcpt", 550, b"5.1.1 <user@rcpt.example>:\n user unknown",
+                               NOW + 0.7, "192.0.2.1", "198.51.100.7")
+    assert result.as_dict() == {
+        "state": "rcpt", "result": "error", "time": NOW, "from": "192.0.2.1",
+        "to": "198.51.100.7", "code": 550, "status": "5.1.1",
+        "description": "<user@rcpt.example>: user unknown"}
+    assert Result.from_reply("data", 250, "2.0.0 OK queued", NOW).result == "ok"
+    assert Result.from_reply("data", 250, "OK queued", NOW).status == ""
+
+
+def test_result_from_a_sender_attempt():
+    attempt = SimpleNamespace(state="data", code=452, status="4.2.2", text="mailbox\n full")
+    result = Result.from_attempt(attempt, NOW, "192.0.2.1", "198.51.100.7")
+    assert (result.state, result.result, result.code, result.status, result.description) == (
+        "data", "error", 452, "4.2.2", "mailbox full")
+    assert result.kind == "retry"
+
+
+def test_a_network_error_has_no_code_and_is_retried():
+    result = network_error()
+    assert (result.code, result.status, result.kind) == (0, "", "retry")
+    assert result.as_dict()["code"] == 0
+
+
+def test_success_goes_to_results_and_success_with_the_result_appended():
+    decision = decide(message(), reply(250, "2.0.0 ok", "data"), NOW, CONF)
+    assert (decision.kind, decision.delay) == ("success", 0)
+    assert [queue for queue, _ in decision.queues] == ["results", "success"]
+    body = published(decision)[0][1]
+    assert body["tag"] == "kept" and body["results"][-1]["code"] == 250
+    assert body["results"][-1]["state"] == "data"
+
+
+def test_failure_goes_to_results_and_failure_and_a_dsn():
+    decision = decide(message(), reply(550, "5.1.1 no such user"), NOW, CONF)
+    assert decision.kind == "failure"
+    assert [queue for queue, _ in decision.queues] == ["results", "failure", "dsn"]
+    dsn = published(decision)[2][1]
+    assert (dsn["envelope"], dsn["recipient"]) == ("", "bounces@sender.example")
+    report = email.message_from_string(dsn["mime"], policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report"
+    assert "MAILER-DAEMON@mta.test.example" in report["From"]
+    assert dsn_action(decision) == "failed"
+
+
+def test_the_reporting_mta_names_the_dsn_sender():
+    decision = decide(message(), reply(550), NOW, CONF, reporting_mta="mx9.sender.example")
+    body = published(decision)[2][1]
+    assert "MAILER-DAEMON@mx9.sender.example" in body["mime"]
+
+
+def test_the_input_message_is_not_changed():
+    original = message(results=[{"code": 421}])
+    decide(original, reply(421, "4.7.0 later"), NOW, CONF)
+    assert original["results"] == [{"code": 421}] and "nextattempt" not in original
+
+
+@pytest.mark.parametrize("previous, delay", [(0, 600), (1, 600), (2, 1800), (3, 3600),
+                                             (4, 3600), (9, 3600)])
+def test_default_retry_schedule_the_last_value_repeats(previous, delay):
+    earlier = [{"code": 421}] * previous
+    decision = decide(message(results=earlier), reply(421, "4.7.0 later"), NOW, CONF)
+    assert (decision.kind, decision.delay) == ("retry", delay)
+    assert [queue for queue, _ in decision.queues] == ["results", "retry"]
+    assert decision.message["nextattempt"] == NOW + delay
+    assert len(decision.message["results"]) == previous + 1
+
+
+def test_the_message_retries_schedule_is_used():
+    custom = message(retries=[5, 60], results=[{}] * 3)
+    assert decide(custom, network_error(), NOW, CONF).delay == 60
+    assert decide(message(retries=[5, 60]), network_error(), NOW, CONF).delay == 5
+    assert decide(message(retries="junk"), network_error(), NOW, CONF).delay == 600
+
+
+def test_maxattempts_turns_the_last_retry_into_a_failure():
+    two_tries = message(maxattempts=2)
+    assert decide(two_tries, reply(451), NOW, CONF).kind == "retry"
+    decision = decide(dict(two_tries, results=[{}]), reply(451, "4.3.0 busy"), NOW, CONF)
+    assert decision.kind == "failure" and decision.delay == 0
+    last = decision.message["results"][-1]
+    assert last["description"].startswith("expired (maxattempts 2 reached)")
+    assert (last["code"], last["status"]) == (451, "4.3.0")
+    assert [queue for queue, _ in decision.queues] == ["results", "failure", "dsn"]
+
+
+def test_maxattempts_zero_is_no_limit():
+    decision = decide(message(maxattempts=0, results=[{}] * 50), reply(451), NOW, CONF)
+    assert decision.kind == "retry"
+
+
+def test_maxdelivertime_defaults_to_a_day_after_queued():
+    young = message(queued=NOW - 86400 + 601)
+    assert decide(young, reply(421), NOW, CONF).kind == "retry"
+    old = message(queued=NOW - 86400 + 599)
+    decision = decide(old, reply(421), NOW, CONF)
+    assert decision.kind == "failure"
+    assert "maxdelivertime" in decision.message["results"][-1]["description"]
+
+
+def test_maxdelivertime_in_seconds_or_as_a_time():
+    assert decide(message(maxdelivertime=300), reply(421), NOW, CONF).kind == "failure"
+    assert decide(message(maxdelivertime="3600"), reply(421), NOW, CONF).kind == "retry"
+    assert decide(message(maxdelivertime=NOW + 700), reply(421), NOW, CONF).kind == "retry"
+    assert decide(message(maxdelivertime="2023-11-14 22:20:00"), reply(421), NOW,
+                  CONF).kind == "failure"      # NOW is 22:13:20 UTC: 600 s later is past it
+
+
+def test_queued_is_set_on_first_sight():
+    fresh = message()
+    del fresh["queued"]
+    assert outcome.mark_queued(fresh, NOW + 0.5) == NOW
+    assert outcome.mark_queued(fresh, NOW + 99) == NOW
+    fresh = message()
+    del fresh["queued"]
+    assert decide(fresh, reply(421), NOW, CONF).message["queued"] == NOW
+
+
+def test_per_message_queues_override_and_disable():
+    queues = {"results": "", "success": "my-success", "failure": None}
+    decision = decide(message(queues=queues), reply(250), NOW, CONF)
+    assert [queue for queue, _ in decision.queues] == ["my-success"]
+    decision = decide(message(queues=queues), reply(550), NOW, CONF)
+    assert [queue for queue, _ in decision.queues] == ["dsn"]
+
+
+def test_config_queue_names_and_a_disabled_config_queue():
+    conf = CONF.replace(rabbitmq_results="res", rabbitmq_retry="", rabbitmq_dsn="bounces")
+    assert [q for q, _ in decide(message(), reply(421), NOW, conf).queues] == ["res"]
+    assert [q for q, _ in decide(message(), reply(550), NOW, conf).queues] == [
+        "res", "failure", "bounces"]
+
+
+def test_no_dsn_for_a_null_sender_or_notify_never():
+    for quiet in (message(envelope=""), message(dsn={"notify": "NEVER"})):
+        decision = decide(quiet, reply(550), NOW, CONF)
+        assert [queue for queue, _ in decision.queues] == ["results", "failure"]
+
+
+def dsn_action(decision):
+    (body,) = [json.loads(body) for queue, body in decision.queues if queue == "dsn"]
+    report = email.message_from_string(body["mime"], policy=email.policy.default)
+    return report.get_payload()[1].get_payload()[1]["Action"]
+
+
+def test_dsn_on_success_and_once_on_delay_when_asked():
+    asked = message(dsn={"notify": "SUCCESS,DELAY"})
+    assert dsn_action(decide(asked, reply(250), NOW, CONF)) == "delivered"
+    assert dsn_action(decide(asked, reply(421), NOW, CONF)) == "delayed"
+    later = dict(asked, results=[{}])
+    assert "dsn" not in [q for q, _ in decide(later, reply(421), NOW, CONF).queues]
+    assert "dsn" not in [q for q, _ in decide(asked, reply(550), NOW, CONF).queues]
+
+
+@pytest.mark.parametrize("value, delay", [
+    (None, 0), (NOW + 120, 120), (NOW - 5, 0), (str(NOW + 60), 60),
+    ("2023-11-14 22:15:20", 120), ("2023-11-14T22:15:20Z", 120),
+    ("2023-11-14T23:15:20+01:00", 120), ("Tue, 14 Nov 2023 22:15:20 +0000", 120),
+    ("not a time", 0)])
+def test_first_delay_from_nextattempt(value, delay):
+    assert first_delay(message(nextattempt=value), NOW) == delay
+
+
+def test_first_delay_agrees_with_the_x_mq_delayed_header():
+    from mailerq_gevent.smtpd.message import extract
+    for text in ("2023-11-14 22:15:20", "1700000120", "Tue, 14 Nov 2023 22:15:20 +0000"):
+        extracted = extract([("x-mq-delayed", text)])
+        assert first_delay(message(**extracted), NOW) == 120
+        assert first_delay(message(nextattempt=text), NOW) == 120
