@@ -16,11 +16,13 @@ to ``ips`` at the first successful connection. The embedded queue must open
 import socket
 from urllib.parse import unquote, urlsplit
 
-from mailerq_gevent import authn, certificates, logs, netinfo, settings
+from mailerq_gevent import authn, certificates, logs, netinfo, resolver, settings
 from mailerq_gevent import broker as broker_module
 from mailerq_gevent.config_values import redact_url
 from mailerq_gevent.connections import ConnectionBudget
 from mailerq_gevent.db import engine as db_engine, load, schema
+from mailerq_gevent.delivery.engine import DeliveryEngine
+from mailerq_gevent.delivery.stats import Stats
 from mailerq_gevent.smtpd.checks import InboundChecks
 from mailerq_gevent.smtpd.server import SMTPServer
 from mailerq_gevent.smtpd.workers import WorkerPool
@@ -35,6 +37,7 @@ class App:
         self.conf = conf
         self.purge_database = purge_database
         self.reloader = None
+        self.database = None
         self.broker = None
         self.budget = ConnectionBudget.from_config(conf)
         self.parts = []
@@ -48,9 +51,9 @@ class App:
     def start(self):
         self.broker = broker_module.Broker.from_config(self.conf)
         self.broker.start(self.queue_names())
-        self.reloader = settings.Reloader(
-            db_engine.make_engine(self.conf.database), self.conf.database_ttl,
-            prepare=self._prepare_database)
+        self.database = db_engine.make_engine(self.conf.database)
+        self.reloader = settings.Reloader(self.database, self.conf.database_ttl,
+                                          prepare=self._prepare_database)
         self.reloader.reload_now()
         self.reloader.start()
         self.parts = self._build_parts()
@@ -59,9 +62,17 @@ class App:
 
     def _build_parts(self):
         parts = []
+        if self.conf.queue("outbox"):
+            parts.append(self._delivery())
         if self.conf.smtp_port or self.conf.smtp_secure_port:
             parts.append(self._smtp_server())
         return parts
+
+    def _delivery(self):
+        """The sender pool on the outbox, counting into the ``deliveries_*`` tables."""
+        return DeliveryEngine(self.conf, self.broker, lambda: self.reloader.current, self.budget,
+                              resolver.make_resolver(self.conf.dns_server or None),
+                              stats=Stats(self.database))
 
     def _smtp_server(self):
         """The SMTP server here, or (``smtp-threads`` > 1) in worker processes."""

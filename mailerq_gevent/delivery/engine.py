@@ -1,0 +1,191 @@
+"""The sender pool: consume the outbox, deliver each message, settle it (SPEC §7).
+
+``DeliveryEngine`` consumes ``rabbitmq-outbox`` with a prefetch as large as
+its pool of sender greenlets, so every message taken is being worked on (none
+waits in the process behind another). For each message:
+
+1. ``nextattempt`` in the future, or the (local IP, domain) pair ``paused``:
+   back to the queue with a delay, no attempt counted;
+2. the local IP (``ips``/``ip``, round robin by attempt, ``delegates``), the
+   capacity (``throttles``: the most specific row, or a flood's), the route
+   (``routing``: dns table, smarthost, relay, MX);
+3. the attempt (``attempt.Attempts``): a limit reached gives the message back
+   to the queue for as long as the limit says, spread out so that a backlog
+   returns at the limit's pace instead of all at once;
+4. the outcome (``outcome.decide``): results, success, failure, retry and DSN
+   queues, and for a retry the message itself back to the outbox with its
+   delay, all published in one ``publish_many``; only then is the delivery
+   acked. A crash before the ack redelivers the message: a duplicate
+   delivery is possible, a lost one is not.
+
+A reply that matches ``flood_responses`` switches the pair to that capacity.
+Every outcome counts in the per-minute statistics (``stats``).
+"""
+
+import socket
+import time
+
+from gevent.pool import Pool
+
+from mailerq_gevent import logs
+from mailerq_gevent.broker import BrokerError, codec
+from mailerq_gevent.delivery import outcome, routing
+from mailerq_gevent.delivery.attempt import Attempts, Job, Throttled
+from mailerq_gevent.delivery.idle import IdleConnections
+from mailerq_gevent.delivery.routing import Router, RouteError
+from mailerq_gevent.delivery.sender import client_context
+from mailerq_gevent.delivery.throttle import Throttles
+from mailerq_gevent.signing import Signer
+
+log = logs.get(__name__)
+
+PAUSED_DELAY = 60.0         # seconds a paused message waits before it is looked at again
+ERROR_DELAY = 60.0          # after an unexpected error
+DEFAULT_PREFETCH = 500
+BACKLOG_LIMIT = 10000       # spread-out keys kept before old ones are dropped
+
+
+class DeliveryEngine:
+    def __init__(self, conf, broker, settings, budget, resolver, *, stats=None,
+                 router=None, prefetch=None, command_timeout=300.0, connect_timeout=30.0,
+                 clock=time.time, monotonic=time.monotonic):
+        self.conf, self.broker, self.settings = conf, broker, settings
+        self.queue = conf.queue("outbox")
+        self.stats = stats
+        self.clock, self.monotonic = clock, monotonic
+        self.hostname = conf.smtp_hostname or socket.getfqdn()
+        self.prefetch = prefetch or conf.smtp_connections_out or DEFAULT_PREFETCH
+        self.throttles = Throttles(clock=monotonic)
+        self.idle = IdleConnections(clock=monotonic)
+        self.router = router or Router(resolver, relay=conf.relay or None)
+        self.attempts = Attempts(self.throttles, self.idle, budget, Signer(), self.hostname,
+                                 tls_context=client_context(), command_timeout=command_timeout,
+                                 connect_timeout=connect_timeout, clock=monotonic)
+        self.pool = Pool(self.prefetch)
+        self.consumer = None
+        self._next_free = {}    # (localip, domain, limit) -> monotonic time of the next free turn
+
+    # -- life ------------------------------------------------------------------
+
+    def start(self):
+        self.idle.start()
+        if self.stats is not None:
+            self.stats.start()
+        self.consumer = self.broker.consume(self.queue, self._received, prefetch=self.prefetch)
+        return self
+
+    def stop(self, timeout=30.0):
+        """Stop taking messages, let those in hand finish (up to ``timeout``), close."""
+        if self.consumer is not None:
+            self.consumer.stop(timeout)
+        self.pool.kill(timeout=min(timeout, 5.0))
+        self.idle.stop()
+        if self.stats is not None:
+            self.stats.stop()
+
+    def _received(self, delivery):
+        self.pool.spawn(self._deliver, delivery)
+
+    # -- one message -------------------------------------------------------------
+
+    def _deliver(self, delivery):
+        try:
+            message = delivery.json()
+        except codec.CodecError as exc:
+            log.error("delivery.bad_message", queue=self.queue, detail=str(exc)[:200])
+            delivery.reject()
+            return
+        try:
+            self._deliver_message(delivery, message)
+        except BrokerError as exc:
+            log.error("delivery.settle_failed", recipient=message.get("recipient"),
+                      detail=str(exc)[:200])
+            delivery.reject(requeue=True)
+        except Exception:  # noqa: BLE001 - a surprise never drops mail
+            log.exception("delivery.unexpected_error", recipient=message.get("recipient"))
+            self._hold(delivery, message, ERROR_DELAY, changed=False)
+
+    def _deliver_message(self, delivery, message):
+        now = self.clock()
+        changed = outcome.QUEUED not in message
+        outcome.mark_queued(message, now)
+        delay = outcome.first_delay(message, now)
+        if delay > 0:
+            return self._hold(delivery, message, delay, changed)
+        recipient = str(message.get("recipient") or "")
+        local, _, domain = recipient.rpartition("@")
+        if not local or not domain:
+            return self._settle(delivery, message, outcome.Result.error(
+                "local", "no valid recipient address", now, code=550, status="5.1.3"), "", "")
+        settings = self.settings()
+        localip = routing.choose_local_ip(settings, message.get("ips") or message.get("ip"),
+                                          None, domain, turn=len(message.get("results") or ()))
+        if settings.is_paused(localip, domain):
+            return self._hold(delivery, message, PAUSED_DELAY, changed)
+        try:
+            route = self.router.route(settings, domain, message.get("smarthost"))
+        except RouteError as exc:
+            result = outcome.Result.error("dns", exc.description, now, localip or "", domain,
+                                          code=550 if exc.permanent else 0, status=exc.status)
+            return self._settle(delivery, message, result, localip, domain)
+        capacity = self.throttles.effective_capacity(settings, localip, domain)
+        job = Job(settings, message, domain, localip, capacity, route)
+        got = self.attempts.run(job)
+        if isinstance(got, Throttled):
+            delay = PAUSED_DELAY if got.reason == "paused" else self._spread(job, got)
+            return self._hold(delivery, message, delay, changed)
+        if not got.ok:
+            self._check_flood(settings, got.text, localip, domain)
+        result = outcome.Result.from_attempt(got, self.clock(), localip or "", job.remote)
+        self._settle(delivery, message, result, localip, domain, job.remote)
+
+    def _hold(self, delivery, message, delay, changed):
+        """Back to the queue for ``delay`` seconds (with the new body when ``changed``)."""
+        delivery.requeue(delay, body=codec.encode(message) if changed else None)
+
+    def _settle(self, delivery, message, result, localip, domain, remote=""):
+        decision = outcome.decide(message, result, self.clock(), self.conf, self.hostname)
+        items = list(decision.queues)
+        if decision.kind == "retry":
+            items.append((self.queue, codec.encode(decision.message), decision.delay))
+        if items:
+            self.broker.publish_many(items)
+        delivery.ack()
+        if self.stats is not None:
+            self.stats.count(decision.kind, localip or "", domain, remote)
+        log.info("delivery." + decision.kind, recipient=message.get("recipient"),
+                 localip=localip or "", remote=remote, code=result.code, status=result.status,
+                 state=result.state, delay=decision.delay, description=result.description[:200])
+
+    # -- throttles ---------------------------------------------------------------
+
+    def _spread(self, job, throttled):
+        """The delay for a throttled message: its own wait, or later when others
+        already wait, one turn of the limit apart, so a backlog of thousands
+        comes back at the limit's pace rather than all together."""
+        per_minute = _limit(job.capacity, throttled.reason)
+        if not per_minute:
+            return throttled.delay
+        now, key = self.monotonic(), (job.localip, job.domain, throttled.reason)
+        turn = max(self._next_free.get(key, 0.0), now + throttled.delay)
+        self._next_free[key] = turn + 60.0 / per_minute
+        if len(self._next_free) > BACKLOG_LIMIT:
+            self._next_free = {k: t for k, t in self._next_free.items() if t > now}
+        return turn - now
+
+    def _check_flood(self, settings, text, localip, domain):
+        rule = settings.flood_response(text, localip or "", domain)
+        if rule is not None:
+            self.throttles.flood(localip, domain, rule)
+
+
+def _limit(capacity, reason):
+    """The tightest per-minute limit behind a ``messages`` or ``connects`` wait."""
+    if reason == "messages":
+        limits = (capacity.domain_maxmessages, capacity.ip_maxmessages)
+    elif reason == "connects":
+        limits = (capacity.domain_maxconnects, capacity.ip_maxconnects)
+    else:
+        return 0
+    limits = [limit for limit in limits if limit]
+    return min(limits) if limits else 0

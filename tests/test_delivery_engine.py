@@ -1,0 +1,261 @@
+"""The delivery engine end to end: embedded queue -> engine -> real SMTP sinks on
+loopback, for each outcome, the result queues, throttles, pausing, routing,
+connection reuse, TLS, DKIM and flood responses."""
+
+import dkim
+import pytest
+
+from mailerq_gevent import certificates, signing
+from mailerq_gevent.delivery.routing import Router
+from mailerq_gevent.resolver import make_resolver
+from tests.delivery_support import MIME, World, capacity
+from tests.dns_server import dns_zone_fixture  # noqa: F401 - the dns_zone fixture
+from tests.smtp_sink import SmtpSink
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+def world(tmp_path):
+    worlds = []
+
+    def make(**kwargs):
+        made = World(tmp_path / str(len(worlds)), **kwargs)
+        worlds.append(made)
+        return made.start()
+    (tmp_path / "0").mkdir()
+    for n in range(1, 4):
+        (tmp_path / str(n)).mkdir()
+    yield make
+    for made in worlds:
+        made.stop()
+
+
+def last_result(message):
+    return message["results"][-1]
+
+
+# -- outcomes -------------------------------------------------------------------
+
+def test_a_message_is_delivered_and_reported_to_results_and_success(world):
+    w = world()
+    w.inject()
+    wait_until(lambda: w.count("success") == 1)
+    [got] = w.sink.messages
+    assert got.sender == "sender@origin.test" and got.recipients == ("rcpt@example.test",)
+    assert got.data == MIME
+    assert got.helo == "mta.test"
+    [success] = w.queued("success")
+    result = last_result(success)
+    assert (result["result"], result["code"], result["state"]) == ("ok", 250, "data")
+    assert result["to"] == "127.0.0.1" and result["status"] == "2.0.0"
+    assert success["queued"] > 0
+    assert w.count("results") == 1 and w.count("outbox") == 0 and w.count("failure") == 0
+
+
+def test_a_4xx_at_rcpt_is_retried_later_per_the_schedule(world):
+    w = world()
+    w.sink.fault("rcpt", "452 4.2.2 mailbox full")
+    w.inject(retries=[120, 300])
+    wait_until(lambda: w.count("retry") == 1)
+    [again] = w.queued("outbox")       # back in the outbox, delayed
+    result = last_result(again)
+    assert (result["code"], result["status"], result["state"]) == (452, "4.2.2", "rcpt")
+    assert again["nextattempt"] - result["time"] == 120
+    assert w.sink.messages == [] and w.count("failure") == 0
+
+
+def test_a_5xx_at_data_fails_with_a_dsn_to_the_sender(world):
+    w = world()
+    w.sink.fault("dot", "554 5.6.0 content rejected")
+    w.inject()
+    wait_until(lambda: w.count("failure") == 1)
+    result = last_result(w.queued("failure")[0])
+    assert (result["code"], result["status"], result["state"]) == (554, "5.6.0", "data")
+    [bounce] = w.queued("dsn")
+    assert bounce["recipient"] == "sender@origin.test" and bounce["envelope"] == ""
+    assert "multipart/report" in bounce["mime"] and "5.6.0" in bounce["mime"]
+    assert w.count("outbox") == 0
+
+
+def test_a_dropped_connection_is_retried(world):
+    w = world()
+    w.sink.fault("mail", "drop")
+    w.inject()
+    wait_until(lambda: w.count("retry") == 1)
+    result = last_result(w.queued("outbox")[0])
+    assert result["code"] == 0 and result["result"] == "error"
+
+
+def test_maxattempts_turns_a_retry_into_a_failure(world):
+    w = world()
+    w.sink.fault("rcpt", "451 4.3.0 later")
+    w.inject(maxattempts=1)
+    wait_until(lambda: w.count("failure") == 1)
+    assert "expired" in last_result(w.queued("failure")[0])["description"]
+    assert w.count("outbox") == 0
+
+
+def test_per_message_queues_override_and_disable(world):
+    w = world()
+    w.inject(queues={"success": "mine", "results": None})
+    w.broker.publisher.declare("mine")
+    wait_until(lambda: w.count("mine") == 1)
+    assert w.count("results") == 0 and w.count("success") == 0
+
+
+def test_nextattempt_in_the_future_holds_the_message(world):
+    w = world()
+    w.inject(nextattempt="2999-01-01 00:00:00")
+    wait_until(lambda: w.count("outbox") == 1 and "queued" in w.queued("outbox")[0])
+    assert w.sink.messages == [] and w.count("results") == 0
+
+
+def test_an_unknown_domain_fails_at_once(world, dns_zone):
+    zone = dns_zone([("exists.test", "A", "127.0.0.1")])
+    w = world(dns_server=zone.address)
+    w.inject(recipient="nobody@missing.test")
+    wait_until(lambda: w.count("failure") == 1)
+    result = last_result(w.queued("failure")[0])
+    assert (result["state"], result["status"]) == ("dns", "5.1.2")
+
+
+def test_mx_records_are_followed_in_preference_order(world, dns_zone):
+    sink = SmtpSink().start()
+    zone = dns_zone([("mx.test", "MX", "10 good.mx.test"), ("mx.test", "MX", "5 dead.mx.test"),
+                     ("dead.mx.test", "A", "127.0.0.9"), ("good.mx.test", "A", "127.0.0.1")])
+    dead = SmtpSink(host="127.0.0.9", port=sink.port).start()
+    dead.fault("connect", "554 5.3.2 not accepting mail")
+    router = Router(make_resolver(zone.address), mx_port=sink.port)
+    w = world(sink=sink, router=router)
+    w.inject(recipient="someone@mx.test")
+    wait_until(lambda: w.count("success") == 1)
+    assert dead.connections == 1 and len(sink.messages) == 1
+    assert last_result(w.queued("success")[0])["to"] == "127.0.0.1"
+    dead.stop()
+
+
+# -- routing settings -----------------------------------------------------------
+
+def test_paused_holds_without_failing_then_delivers_when_lifted(world):
+    w = world(rows={"paused": [{"localip": "", "target": "example.test"}]})
+    w.inject()
+    wait_until(lambda: w.count("outbox") == 1)
+    assert w.sink.messages == [] and w.count("results") == 0
+    assert "results" not in w.queued("outbox")[0]
+
+
+def test_mtanames_and_delegates_choose_the_source_ip_and_ehlo(world):
+    w = world(rows={"mtanames": [{"ip": "127.0.0.2", "hostname": "out2.mta.test"}],
+                    "delegates": [{"localip": "127.0.0.1", "target": "example.test",
+                                   "newip": "127.0.0.2"}]})
+    w.inject(ips=["127.0.0.1"])
+    wait_until(lambda: len(w.sink.messages) == 1)
+    [got] = w.sink.messages
+    assert (got.peer, got.helo) == ("127.0.0.2", "out2.mta.test")
+
+
+# -- throttles --------------------------------------------------------------------
+
+def test_no_head_of_line_blocking_behind_a_throttled_domain(world):
+    other = SmtpSink().start()
+    rows = {"capacity": [capacity("example.test", domain_maxmessages=60)],
+            "dns": [{"domain": "example.test", "address": "127.0.0.1:%d" % 0, "priority": 1}]}
+    w = world(rows={})
+    rows["dns"] = [{"domain": "example.test", "address": "127.0.0.1:%d" % w.sink.port,
+                    "priority": 1},
+                   {"domain": "other.test", "address": "127.0.0.1:%d" % other.port,
+                    "priority": 1}]
+    w.set_rows(rows)
+    for _ in range(300):
+        w.inject()
+    for _ in range(100):
+        w.inject(recipient="rcpt@other.test")
+    wait_until(lambda: len(other.messages) == 100, timeout=30)
+    assert len(w.sink.messages) <= 2          # 60/min: a token now, the rest wait
+    assert w.count("outbox") >= 298           # waiting in the queue, not in the process
+    other.stop()
+
+
+def test_a_throttled_backlog_is_spread_out_at_the_limit(world):
+    w = world(rows={"capacity": [capacity("example.test", domain_maxmessages=60)]})
+    for _ in range(5):
+        w.inject()
+    wait_until(lambda: len(w.sink.messages) >= 1 and w.count("outbox") == 4)
+    delays = sorted(w.engine._next_free.values())
+    assert len(delays) == 1
+    assert w.engine._next_free[(None, "example.test", "messages")] - \
+        w.engine.monotonic() == pytest.approx(4.0, abs=1.5)
+
+
+def test_connection_limit_is_never_exceeded(world):
+    sink = SmtpSink(greeting_delay=0.05).start()
+    w = world(sink=sink, rows={"capacity": [capacity("example.test", domain_maxconnections=2)]})
+    for _ in range(20):
+        w.inject()
+    wait_until(lambda: w.count("success") == 20, timeout=30)
+    assert sink.max_open <= 2
+
+
+def test_consecutive_messages_reuse_one_connection(world):
+    w = world()
+    for n in range(1, 6):
+        w.inject()
+        wait_until(lambda: w.count("success") == n)
+    assert w.sink.connections == 1
+
+
+def test_connection_maxmessages_and_idle_expiry(world):
+    w = world(rows={"capacity": [capacity("example.test", connection_maxmessages=2,
+                                          connection_maxidletime=200)]})
+    for n in range(1, 6):
+        w.inject()
+        wait_until(lambda: w.count("success") == n)
+    assert w.sink.connections == 3
+    wait_until(lambda: w.sink.open == 0, timeout=5)     # idle past 200 ms: closed
+
+
+def test_a_flood_reply_switches_the_pair_to_the_flood_capacity(world):
+    flood = {"pattern": "too many messages", "type": "substr", "duration": 600}
+    flood.update({k: v for k, v in capacity("", domain_maxmessages=1).items()
+                  if k not in ("domain", "localip")})
+    w = world(rows={"flood_responses": [flood]})
+    w.sink.fault("rcpt", "450 4.7.0 too many messages, slow down")
+    w.inject()
+    wait_until(lambda: w.count("retry") == 1)
+    rule = w.engine.throttles.flood_rule(None, "example.test")
+    assert rule is not None and rule.capacity.domain_maxmessages == 1
+
+
+# -- TLS and DKIM -------------------------------------------------------------------
+
+def test_starttls_is_used_when_offered(world, tmp_path):
+    context = certificates.server_context("", "", var_dir=str(tmp_path))
+    sink = SmtpSink(tls=context).start()
+    w = world(sink=sink)
+    w.inject()
+    wait_until(lambda: len(sink.messages) == 1)
+    assert sink.messages[0].tls and sink.starttls_count == 1
+
+
+def test_secure_capacity_refuses_a_server_without_tls(world):
+    w = world(rows={"capacity": [capacity("example.test", secure=1)]})
+    w.inject()
+    wait_until(lambda: w.count("retry") == 1)
+    assert w.sink.messages == []
+    assert last_result(w.queued("outbox")[0])["status"] == "4.7.5"
+
+
+def test_messages_are_signed_with_the_matching_dkim_key(world):
+    private, txt = signing.generate_key("rsa-sha256")
+    w = world(rows={"dkim_keys": [{"domain": "origin.test", "selector": "s1",
+                                   "privatekey": private, "algorithm": "rsa-sha256",
+                                   "expire": 0}],
+                    "dkim_patterns": [{"sign": "*@origin.test", "type": "fnmatch", "key": 1}]})
+    w.inject()
+    wait_until(lambda: len(w.sink.messages) == 1)
+    data = w.sink.messages[0].data
+    assert data.startswith(b"DKIM-Signature:")
+
+    def dnsfunc(name, timeout=5):
+        return txt.encode() if name == b"s1._domainkey.origin.test." else None
+    assert dkim.verify(data, dnsfunc=dnsfunc)
