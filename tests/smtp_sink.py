@@ -9,7 +9,8 @@ loopback port that keeps every message it accepts, or answers with faults.
 
 Each kept message is a ``Received`` with ``sender``, ``recipients``, ``data``
 (bytes exactly as they came, dot-stuffing removed), ``peer`` and ``helo``.
-``tls`` (an ``ssl.SSLContext``) makes it offer STARTTLS; ``starttls_count``
+``greeting_delay`` and ``data_delay`` (seconds) slow the greeting and the
+reply to the final dot. ``tls`` (an ``ssl.SSLContext``) makes it offer STARTTLS; ``starttls_count``
 counts the upgrades. ``advertise`` lists the EHLO keywords (8BITMIME,
 PIPELINING, SMTPUTF8, SIZE by default). The sink writes nothing to disk.
 """
@@ -28,9 +29,9 @@ DEFAULT_EXTENSIONS = ("8BITMIME", "PIPELINING", "SMTPUTF8", "SIZE 104857600")
 
 class SmtpSink:
     def __init__(self, host="127.0.0.1", port=0, tls=None, advertise=DEFAULT_EXTENSIONS,
-                 hostname="sink.test", greeting_delay=0.0):
+                 hostname="sink.test", greeting_delay=0.0, data_delay=0.0):
         self.tls, self.advertise, self.hostname = tls, tuple(advertise), hostname
-        self.greeting_delay = greeting_delay
+        self.greeting_delay, self.data_delay = greeting_delay, data_delay
         self.messages = []
         self.connections = 0        # accepted so far
         self.open = 0               # open now
@@ -179,6 +180,8 @@ class _Conversation:
             if line == b".\r\n":
                 break
             lines.append(line[1:] if line.startswith(b".") else line)
+        if self.sink.data_delay:
+            gevent.sleep(self.sink.data_delay)
         if self.reply("dot", "250 2.0.0 queued"):
             self.sink.messages.append(Received(self.sender, tuple(self.recipients),
                                                b"".join(lines), self.peer, self.helo, self.tls))

@@ -9,6 +9,7 @@ from mailerq_gevent import certificates, signing
 from mailerq_gevent.delivery.routing import Router
 from mailerq_gevent.resolver import make_resolver
 from tests.delivery_support import MIME, World, capacity
+from tests import mail_dkim
 from tests.dns_server import dns_zone_fixture  # noqa: F401 - the dns_zone fixture
 from tests.smtp_sink import SmtpSink
 from tests.waiting import wait_until
@@ -259,3 +260,19 @@ def test_messages_are_signed_with_the_matching_dkim_key(world):
     def dnsfunc(name, timeout=5):
         return txt.encode() if name == b"s1._domainkey.origin.test." else None
     assert dkim.verify(data, dnsfunc=dnsfunc)
+    assert mail_dkim.verify(data, {"s1._domainkey.origin.test": txt}).results == ["pass"]
+
+
+def test_an_8bit_message_to_a_server_without_8bitmime_is_reencoded_and_still_verifies(world):
+    private, txt = signing.generate_key("rsa-sha256")
+    sink = SmtpSink(advertise=("PIPELINING",)).start()
+    w = world(sink=sink, rows={
+        "dkim_keys": [{"domain": "origin.test", "selector": "s1", "privatekey": private,
+                       "algorithm": "rsa-sha256", "expire": 0}],
+        "dkim_patterns": [{"sign": "*@origin.test", "type": "fnmatch", "key": 1}]})
+    body = "Grüße aus Köln, " * 80        # 8-bit, and one line over 998 octets
+    w.inject(mime=MIME.replace(b"Hello there.", body.encode()))
+    wait_until(lambda: len(sink.messages) == 1)
+    data = sink.messages[0].data
+    assert data.isascii() and max(len(line) for line in data.split(b"\r\n")) <= 998
+    assert mail_dkim.verify(data, {"s1._domainkey.origin.test": txt}).results == ["pass"]
