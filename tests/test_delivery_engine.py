@@ -276,3 +276,26 @@ def test_an_8bit_message_to_a_server_without_8bitmime_is_reencoded_and_still_ver
     data = sink.messages[0].data
     assert data.isascii() and max(len(line) for line in data.split(b"\r\n")) <= 998
     assert mail_dkim.verify(data, {"s1._domainkey.origin.test": txt}).results == ["pass"]
+
+
+# -- statistics -------------------------------------------------------------------
+
+def test_outcomes_are_counted_per_minute_in_the_deliveries_tables(world, tmp_path):
+    from sqlalchemy import text
+
+    from mailerq_gevent.db import schema
+    from mailerq_gevent.db.engine import make_engine
+    from mailerq_gevent.delivery.stats import Stats
+    engine = make_engine("sqlite:///%s" % (tmp_path / "stats.sqlite"))
+    schema.ensure_schema(engine)
+    w = world()
+    w.engine.stats = Stats(engine)
+    w.inject()
+    w.inject(recipient="rcpt@other.test")
+    wait_until(lambda: w.count("success") == 2)
+    w.engine.stats.flush()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT sum(success) FROM deliveries_total")).scalar() == 2
+        domains = dict(conn.execute(text("SELECT domain, success FROM deliveries_domain")).all())
+        ips = dict(conn.execute(text("SELECT remoteip, success FROM deliveries_ip")).all())
+    assert domains == {"example.test": 1, "other.test": 1} and ips == {"127.0.0.1": 2}
