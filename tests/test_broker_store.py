@@ -229,3 +229,56 @@ def test_the_file_shrinks_once_a_backlog_drains(queue_url, broker, monkeypatch):
         assert time.monotonic() < deadline, "still %d of %d pages" % (pages(), full)
         mine.publish("wake", {"n": 0})      # the writer reclaims when it has been busy
         gevent.sleep(0.05)
+
+
+# -- SMTP workers writing into the daemon's file (store.write_for_owner) --------
+
+def test_a_writer_only_store_and_the_owner_share_one_id_sequence(tmp_path):
+    path = str(tmp_path / "queue.sqlite")
+    owner = store.Store(path).open()
+    notices = []
+    writer = store.Store(path, writer_only=True, on_commit=notices.append).open()
+    try:
+        owner.put("q", "{}", b"owner-1")
+        writer.put("q", "{}", b"writer-1")
+        first = owner.get("q")
+        second = owner.get("q")
+        assert [first[2], second[2]] == [b"owner-1", b"writer-1"]
+        owner.ack(second[0])            # the highest id is deleted...
+        owner.sync(5)
+        writer.put("q", "{}", b"writer-2")
+        third = owner.get("q")          # ...and the next row still gets a higher one
+        assert third[2] == b"writer-2" and third[0] > second[0] > first[0]
+        writer.put("q", "{}", b"later", not_before=time.time() + 3600)
+        assert notices[:2] == [None, None] and notices[2] > time.time() + 3000
+    finally:
+        writer.close()
+        owner.close()
+
+
+def test_the_owner_wakes_only_when_told_of_a_writers_commit(tmp_path):
+    path = str(tmp_path / "queue.sqlite")
+    owner = store.acquire(path)
+    writer = store.Store(path, writer_only=True).open()
+    try:
+        arrival = owner.arrival()
+        writer.put("q", "{}", b"from a worker")
+        assert not arrival.is_set()     # another process's commit is not seen by itself
+        store.committed_elsewhere(path)
+        assert arrival.is_set()
+        assert owner.get("q")[2] == b"from a worker"
+    finally:
+        writer.close()
+        store.release(owner)
+
+
+def test_a_writer_only_store_takes_no_lock_and_the_owner_still_does(tmp_path):
+    path = str(tmp_path / "queue.sqlite")
+    owner = store.Store(path).open()
+    writers = [store.Store(path, writer_only=True).open() for _ in range(2)]
+    try:
+        with pytest.raises(store.StoreError, match="in use by another process"):
+            store.Store(path).open()
+    finally:
+        for each in writers + [owner]:
+            each.close()

@@ -41,3 +41,29 @@ def test_kill_9_during_delivery_loses_nothing(tmp_path, daemon):  # noqa: F811
         assert second.stop() == 0
     finally:
         gevent.spawn(sink.stop).join(5)
+
+
+def test_mail_received_by_smtp_workers_is_delivered_by_the_daemon(tmp_path, daemon):  # noqa: F811
+    """With smtp-threads 2 the workers commit into the daemon's queue file
+    themselves; their commit notices wake the daemon's senders at once."""
+    import smtplib
+
+    from tests.test_smtpd_daemon import free_port
+    sink = SmtpSink().start()
+    port = free_port()
+    conf = write_config(tmp_path, "relay: 127.0.0.1:%d\nsmtp-port: %d\nsmtp-ip: 127.0.0.1\n"
+                                  "smtp-threads: 2\n" % (sink.port, port))
+    conf.write_text(conf.read_text().replace("smtp-port:\n", ""))
+    try:
+        proc = daemon(conf)
+        proc.wait_for("event=smtp.workers_started")
+        wait_until(lambda: proc.text().count("event=smtp.worker_started") == 2, timeout=30)
+        for number in range(40):
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.sendmail("sender@origin.test", ["rcpt@example.test"],
+                                MIME.replace(b"Subject: hello", b"Subject: w%d" % number))
+        wait_until(lambda: len(subjects(sink)) == 40, timeout=30)
+        assert subjects(sink) == {"w%d" % n for n in range(40)}
+        assert proc.stop() == 0
+    finally:
+        gevent.spawn(sink.stop).join(5)

@@ -24,9 +24,14 @@ This is what ``sqlite:///var/queue.sqlite`` means. The kombu side lives in
   system a step at a time (``auto_vacuum=INCREMENTAL``) when it is idle.
 
 In-flight state (the read cursor, the read-ahead, what is unacked) lives in
-memory, which is only correct if one process uses the file: ``open`` takes an
+memory, which is only correct if one process reads the file: ``open`` takes an
 exclusive ``flock`` on ``<file>.lock`` and refuses a second process with a
-clear error. Every kombu connection of the process shares one ``Store`` (see
+clear error. The daemon's SMTP worker processes write to the same file
+(``write_for_owner``): a writer-only store takes no lock, never reads, and
+tells the owner after each commit (``committed_elsewhere``), whose consumers
+then read what arrived. Row ids are taken from the ``sequence`` table inside
+each write transaction, so they grow in commit order whoever writes, and the
+owner's read cursor never skips a row. Every kombu connection of the process shares one ``Store`` (see
 ``acquire``). ``path=None`` keeps everything in memory (``memory://``, tests).
 """
 
@@ -55,6 +60,9 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS delayed (id INTEGER PRIMARY KEY, queue TEXT NOT NULL,"
     " not_before REAL NOT NULL, envelope TEXT NOT NULL, body BLOB)",
     "CREATE INDEX IF NOT EXISTS delayed_due ON delayed (not_before, id)",
+    # the next row id, taken inside each write transaction: ids grow in commit
+    # order even with several writing processes, and are never used twice
+    "CREATE TABLE IF NOT EXISTS sequence (next INTEGER NOT NULL)",
 )
 
 
@@ -65,12 +73,12 @@ class StoreError(Exception):
 class Store:
     """One queue file; see the module docstring. Use ``acquire``/``release``."""
 
-    def __init__(self, path):
+    def __init__(self, path, writer_only=False, on_commit=None):
         self.path = path
+        self.writer_only, self.on_commit = writer_only, on_commit
         self._lock_file = None
         self._db = self._reader = None
         self._thread = None
-        self._next_id = 1
         self._queues = {}           # name -> _QueueState
         self._inflight = {}         # id -> (queue, envelope, body)
         self._puts = []             # ([(queue, envelope, body, not_before)...], AsyncResult)
@@ -91,19 +99,23 @@ class Store:
         if self.path is not None:
             directory = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(directory, exist_ok=True)
-            self._lock_file = _lock(self.path + ".lock")
+            if not self.writer_only:
+                self._lock_file = _lock(self.path + ".lock")
             self._thread = ThreadPool(1)
         try:
             self._db = self._connect()
-            self._reader = self._db if self.path is None else self._connect()
-            self._next_id = self._max_id() + 1
+            self._reader = self._db if self.path is None or self.writer_only else (
+                self._connect())
+            next_id = self._start_sequence()
             self._next_due = self._earliest_due()
         except sqlite3.Error as exc:
             self.close()
             raise StoreError("%s: %s" % (self.path, exc)) from exc
-        self._workers = [gevent.spawn(self._writer_loop), gevent.spawn(self._delay_loop)]
-        log.info("queue.store_opened", path=self.path or ":memory:",
-                 next_id=self._next_id)
+        self._workers = [gevent.spawn(self._writer_loop)]
+        if not self.writer_only:
+            self._workers.append(gevent.spawn(self._delay_loop))
+        log.info("queue.store_opened", path=self.path or ":memory:", next_id=next_id,
+                 writer_only=self.writer_only)
         return self
 
     def _connect(self):
@@ -137,11 +149,17 @@ class Store:
             self._lock_file.close()
             self._lock_file = None
 
-    def _max_id(self):
-        row = self._reader.execute(
-            "SELECT max(m) FROM (SELECT max(id) AS m FROM messages"
-            " UNION ALL SELECT max(id) FROM delayed)").fetchone()
-        return row[0] or 0
+    def _start_sequence(self):
+        """The ``sequence`` row (made from the highest id of a file without one)."""
+        with _transaction(self._db) as db:
+            row = db.execute("SELECT next FROM sequence").fetchone()
+            if row is not None:
+                return row[0]
+            highest = db.execute(
+                "SELECT max(m) FROM (SELECT max(id) AS m FROM messages"
+                " UNION ALL SELECT max(id) FROM delayed)").fetchone()[0] or 0
+            db.execute("INSERT INTO sequence (next) VALUES (?)", (highest + 1,))
+            return highest + 1
 
     def _earliest_due(self):
         return self._reader.execute("SELECT min(not_before) FROM delayed").fetchone()[0]
@@ -272,7 +290,7 @@ class Store:
     def _commit_batch(self):
         puts = self._take_puts()
         acks, self._acks = self._acks[:MAX_BATCH], self._acks[MAX_BATCH:]
-        ready, delayed = self._number(puts)
+        ready, delayed = _split(puts)
         try:
             self._run(self._write, ready, delayed, acks)
         except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
@@ -287,14 +305,19 @@ class Store:
             return
         for _, done in puts:
             done.set(None)
-        if delayed:
-            self._schedule(min(row[2] for row in delayed))
+        due = min(row[1] for row in delayed) if delayed else None
+        if self.writer_only:
+            if (ready or delayed) and self.on_commit is not None:
+                self.on_commit(due)
+            return
+        if due is not None:
+            self._schedule(due)
         if ready:
             self.wake_consumers()
 
     def _reclaim(self):
         """Shrink the file a step when many pages are free (a backlog drained)."""
-        if self._thread is None or time.monotonic() < self._next_reclaim:
+        if self._thread is None or self.writer_only or time.monotonic() < self._next_reclaim:
             return
         self._next_reclaim = time.monotonic() + RECLAIM_EVERY
         free = self._reader.execute("PRAGMA freelist_count").fetchone()[0]
@@ -314,16 +337,6 @@ class Store:
             for _ in range(pages):
                 db.execute("PRAGMA incremental_vacuum(1)")
 
-    def _number(self, puts):
-        ready, delayed = [], []
-        for queue, envelope, body, not_before in (row for rows, _ in puts for row in rows):
-            row_id, self._next_id = self._next_id, self._next_id + 1
-            if not_before and not_before > time.time():
-                delayed.append((row_id, queue, not_before, envelope, body))
-            else:
-                ready.append((row_id, queue, envelope, body))
-        return ready, delayed
-
     def _run(self, function, *args):
         """Run a write on the writer thread (file) or inline (memory)."""
         if self._thread is None:
@@ -332,12 +345,16 @@ class Store:
 
     def _write(self, ready, delayed, acks):
         with _transaction(self._db) as db:
+            first = _take_ids(db, len(ready) + len(delayed))
             if ready:
                 db.executemany("INSERT INTO messages (id, queue, envelope, body)"
-                               " VALUES (?, ?, ?, ?)", ready)
+                               " VALUES (?, ?, ?, ?)",
+                               [(first + n,) + row for n, row in enumerate(ready)])
             if delayed:
+                first += len(ready)
                 db.executemany("INSERT INTO delayed (id, queue, not_before, envelope, body)"
-                               " VALUES (?, ?, ?, ?, ?)", delayed)
+                               " VALUES (?, ?, ?, ?, ?)",
+                               [(first + n,) + row for n, row in enumerate(delayed)])
             if acks:
                 db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in acks])
 
@@ -374,20 +391,38 @@ class Store:
         rows = self._reader.execute(
             "SELECT id, queue, envelope, body FROM delayed WHERE not_before <= ?"
             " ORDER BY not_before, id LIMIT ?", (now, MAX_BATCH)).fetchall()
-        moved = []
-        for old_id, queue, envelope, body in rows:
-            moved.append((old_id, (self._next_id, queue, envelope, body)))
-            self._next_id += 1
-        if moved:
-            self._run(self._move, moved)
+        if rows:
+            self._run(self._move, rows)
             self.wake_consumers()
         self._next_due = self._earliest_due()
 
-    def _move(self, moved):
+    def _move(self, rows):
         with _transaction(self._db) as db:
+            first = _take_ids(db, len(rows))
             db.executemany("INSERT INTO messages (id, queue, envelope, body)"
-                           " VALUES (?, ?, ?, ?)", [new for _, new in moved])
-            db.executemany("DELETE FROM delayed WHERE id = ?", [(old,) for old, _ in moved])
+                           " VALUES (?, ?, ?, ?)",
+                           [(first + n,) + row[1:] for n, row in enumerate(rows)])
+            db.executemany("DELETE FROM delayed WHERE id = ?", [(row[0],) for row in rows])
+
+
+def _split(puts):
+    """The rows of ``puts`` as ready ``(queue, envelope, body)`` and delayed
+    ``(queue, not_before, envelope, body)`` rows, still without ids."""
+    ready, delayed, now = [], [], time.time()
+    for queue, envelope, body, not_before in (row for rows, _ in puts for row in rows):
+        if not_before and not_before > now:
+            delayed.append((queue, not_before, envelope, body))
+        else:
+            ready.append((queue, envelope, body))
+    return ready, delayed
+
+
+def _take_ids(db, count):
+    """The first of ``count`` new ids (inside a write transaction)."""
+    first = db.execute("SELECT next FROM sequence").fetchone()[0]
+    if count:
+        db.execute("UPDATE sequence SET next = ?", (first + count,))
+    return first
 
 
 class _QueueState:
@@ -438,6 +473,15 @@ def _lock(path):
 # -- one Store per file per process --------------------------------------------
 
 _open = {}      # key -> [store, users]
+_writer = {}    # set by ``write_for_owner``: this process only writes for the owner
+
+
+def write_for_owner(on_commit):
+    """Make the files this process opens from now on writer-only stores: the
+    owner (the daemon, whose SMTP worker this process is) holds the lock and
+    reads; ``on_commit(due)`` is called after each commit so that it can wake
+    its consumers (``due``: the earliest delayed message committed, or None)."""
+    _writer["on_commit"] = on_commit
 
 
 def acquire(path):
@@ -445,9 +489,21 @@ def acquire(path):
     key = os.path.realpath(path) if path else None
     entry = _open.get(key)
     if entry is None:
-        entry = _open[key] = [Store(key).open(), 0]
+        store = Store(key, writer_only=bool(_writer) and key is not None,
+                      on_commit=_writer.get("on_commit"))
+        entry = _open[key] = [store.open(), 0]
     entry[1] += 1
     return entry[0]
+
+
+def committed_elsewhere(path, due=None):
+    """A writer process committed to ``path``: wake the owner's consumers
+    (and its delay timer for ``due``). Nothing happens for a file not open here."""
+    entry = _open.get(os.path.realpath(path))
+    if entry is not None and not entry[0].writer_only:
+        if due is not None:
+            entry[0]._schedule(due)
+        entry[0].wake_consumers()
 
 
 def release(store):

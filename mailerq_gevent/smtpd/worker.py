@@ -5,8 +5,9 @@
 It serves SMTP on the ports of the config (bound with SO_REUSEPORT, beside
 the other workers), reads the settings from
 the database itself (and again when the daemon says they changed), and
-publishes through the daemon (``broker.remote``) when the queue is the
-embedded one, or straight to RabbitMQ otherwise. It stops cleanly on SIGTERM
+publishes on its own: into the daemon's embedded queue file (a writer-only
+store, see ``broker.store``; the daemon hears of each commit over
+``broker.remote``), or to RabbitMQ. It stops cleanly on SIGTERM
 and at once when the daemon goes away (nothing can be queued then).
 """
 
@@ -24,7 +25,7 @@ import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
 from mailerq_gevent import authn, certificates, config, logs, settings  # noqa: E402
-from mailerq_gevent.broker import Broker, connection, remote  # noqa: E402
+from mailerq_gevent.broker import Broker, connection, remote, store  # noqa: E402
 from mailerq_gevent.connections import ConnectionBudget  # noqa: E402
 from mailerq_gevent.smtpd.checks import InboundChecks  # noqa: E402
 from mailerq_gevent.smtpd.server import SMTPServer, listen_all  # noqa: E402
@@ -50,11 +51,11 @@ def main(argv=None):
     reloader = settings.Reloader(conf.database, conf.database_ttl)
     reloader.reload_now()
     reloader.start()
-    # the channel to the daemon: publishing (embedded queue), reload notices, its death
-    control = remote.RemoteBroker(socket.socket(fileno=args.channel),
-                                  on_reload=reloader.reload_now)
-    embedded = connection.is_embedded(conf.rabbitmq_address)
-    broker = control if embedded else Broker.from_config(conf)
+    # the channel to the daemon: reload notices, commit notices, its death
+    control = remote.Control(socket.socket(fileno=args.channel), on_reload=reloader.reload_now)
+    if connection.is_embedded(conf.rabbitmq_address):
+        store.write_for_owner(control.committed)     # the daemon owns the file
+    broker = Broker.from_config(conf)
     server = _server(conf, args, broker, reloader)
     server.start()
     log.info("smtp.worker_started", index=args.index)
@@ -65,8 +66,7 @@ def main(argv=None):
     if not stopping.is_set():
         log.error("smtp.worker_orphaned", index=args.index, detail="the daemon process is gone")
     server.stop(STOP_TIMEOUT if stopping.is_set() else 1.0)
-    if broker is not control:
-        broker.stop(5)
+    broker.stop(5)
     control.stop()
     reloader.stop(5)
     log.info("smtp.worker_stopped", index=args.index)

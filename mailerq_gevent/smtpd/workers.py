@@ -6,9 +6,10 @@ threads share one core, so here they are processes. Every worker
 daemon) binds the SMTP ports itself with SO_REUSEPORT, so the kernel shares
 the connections out evenly (one shared listening socket would let the
 quickest worker take most of them). The daemon binds them once at start to
-report a port in use before any worker runs. The daemon keeps the queue: a
-worker's message is published by the daemon (``broker.remote``) when the
-queue is the embedded one, and the worker's 250 waits for that.
+report a port in use before any worker runs. Each worker publishes on its
+own (into the daemon's embedded queue file, or to RabbitMQ) and answers 250
+once its own commit is done; the daemon hears of each commit to the file over
+the worker's channel (``broker.remote``) and wakes its consumers.
 
 The connection limits are shared out: each worker gets ``smtp-connections``
 and ``smtp-connections-in`` divided by the number of workers (rounded up),
@@ -28,7 +29,7 @@ import sys
 import gevent
 
 from mailerq_gevent import logs
-from mailerq_gevent.broker import remote
+from mailerq_gevent.broker import embedded, remote, store as stores
 from mailerq_gevent.smtpd.server import listen_all
 
 log = logs.get(__name__)
@@ -76,9 +77,14 @@ class WorkerPool:
     def _serve(self, worker, sock):
         worker.channel = remote.FrameSocket(sock)
         try:
-            remote.serve_channel(worker.channel, self.broker, "smtp-%d" % worker.index)
+            remote.serve_channel(worker.channel, self._committed)
         finally:
             worker.channel.close()
+
+    def _committed(self, due):
+        """A worker committed to the embedded queue: wake our consumers."""
+        if self.broker.embedded:
+            stores.committed_elsewhere(embedded.store_path(self.broker.url), due)
 
     def _watch(self, worker):
         status = worker.proc.wait()
