@@ -4,34 +4,31 @@
         [--variants base,rabbitmq,dkim,100k|all] [--sink-port 2726] [--json]
 
 ``--messages`` messages of ``--size`` bytes (2 KB) over ``--sessions`` (20)
-kept-open sessions go into an MTA that relays them to one SMTP sink on
-``--sink-port``, up for the whole bench. The clock starts with the load and
+kept-open sessions go into an MTA relaying them to one SMTP sink on
+``--sink-port`` (up for the whole bench). The clock starts with the load and
 stops when the sink holds every message the generator saw accepted (polled
-every 5 ms); not within ``--timeout`` s: INCOMPLETE. Load: Postfix's
-``smtp-source -d`` when installed, else bench/smtpload.py; sink: Postfix's
-``smtp-sink -c`` (its ``mesg=N`` counter), else tests/smtp_sink.py in a
-child printing the same counter (``--generator``, ``--sink`` choose).
+every 5 ms); not within ``--timeout`` s: INCOMPLETE. Load: ``smtp-source -d``
+if installed, else bench/smtpload.py; sink: ``smtp-sink -c`` (its ``mesg=N``
+counter), else tests/smtp_sink.py in a child printing the same counter.
 
-Rows, each MTA started afresh per run, runs interleaved across rows:
-``daemon`` (``python -m mailerq_gevent``, embedded SQLite queue, SMTP
-publishing straight to the outbox, ``relay: 127.0.0.1:SINKPORT``, no result
-queues); ``--variants`` ``rabbitmq`` (``--rabbitmq``, queues named for the
-run, deleted after; skipped with a note when unreachable), ``dkim`` (an
-RSA-2048 ``dkim_keys`` row and a ``dkim_patterns`` row for the sender's
-domain seeded before start; one extra 5-message run to the project's sink
-checks that signatures arrive and verify), ``100k`` (102,400-byte
-messages); the peer at each size (``--peer``: an MTA relaying to the sink
-port; ``--postfix``: set up by ../shared/bench/postfix-peer.sh, stopped
-after). The bar: the daemon at least 3x the peer, same load, same sink.
+Rows (each MTA started afresh per run; runs interleaved across rows):
+``daemon`` (``python -m mailerq_gevent``, embedded queue, SMTP publishing
+straight to the outbox, ``relay`` to the sink, no result queues); the
+``--variants`` ``rabbitmq`` (queues named for the run, deleted after; skipped
+when unreachable), ``dkim`` (RSA-2048 ``dkim_keys`` and ``dkim_patterns``
+rows for the sender's domain seeded before start; an extra 5-message run to
+the project's sink checks that signatures arrive and verify), ``100k``
+(102,400-byte messages); the peer at each size (``--peer``: an MTA relaying
+to the sink port; ``--postfix``: set up by ../shared/bench/postfix-peer.sh,
+stopped after). The bar: the daemon at least 3x the peer, same load and sink.
 
 Columns: ``msg/s`` (median of ``--runs``), ``x peer`` (over the peer at the
-same size), ``inject/s`` (the generator's rate: until its last 250),
-``cpu s/1k`` (CPU seconds of the MTA per 1000 messages: utime+stime of its
-process tree and reaped children, from before the load until the sink is
-full; Postfix: its master's tree; another peer: -), ``held`` (the sink's
-count against the accepted: ok, LOST n, EXTRA n — no duplicates in a clean
-run), ``runs`` (each run's msg/s). Incomplete runs, SMTP errors, an MTA not
-stopping cleanly or a failed DKIM check make the exit status 1.
+same size), ``inject/s`` (the generator's rate, until its last 250), ``cpu
+s/1k`` (CPU seconds per 1000 messages of the MTA's process tree, reaped
+children included, from before the load until the sink is full; Postfix:
+its master's tree), ``held`` (the sink's count against the accepted: ok,
+LOST n, EXTRA n), ``runs`` (each run's msg/s). Incomplete runs, SMTP
+errors, an MTA not stopping cleanly, a failed DKIM check: exit status 1.
 """
 # bench/ holds queue.py and dkim.py, named like modules that kombu and we import:
 # take this folder off the import path first.

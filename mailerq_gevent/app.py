@@ -20,6 +20,7 @@ from mailerq_gevent import authn, certificates, logs, netinfo, resolver, setting
 from mailerq_gevent import broker as broker_module
 from mailerq_gevent.config_values import redact_url
 from mailerq_gevent.connections import ConnectionBudget
+from mailerq_gevent.console import app as console_app
 from mailerq_gevent.db import engine as db_engine, load, schema
 from mailerq_gevent.delivery.engine import DeliveryEngine
 from mailerq_gevent.delivery.stats import Stats
@@ -40,6 +41,7 @@ class App:
         self.database = None
         self.broker = None
         self.budget = ConnectionBudget.from_config(conf)
+        self.recorder = None        # the console's live SMTP view (console.live)
         self.parts = []
 
     def queue_names(self):
@@ -66,7 +68,28 @@ class App:
             parts.append(self._delivery())
         if self.conf.smtp_port or self.conf.smtp_secure_port:
             parts.append(self._smtp_server())
+        if self.conf.www_port or self.conf.www_secure_port:
+            console = self._console()
+            if console is not None:
+                parts.append(console)
         return parts
+
+    def _console(self):
+        """The web console, or None (and a warning) without ``www-auth``."""
+        conf = self.conf
+        if not conf.www_auth:
+            log.warning("console.disabled", reason="www-auth is empty: nobody could log in")
+            return None
+        tls = None
+        if conf.www_secure_port:
+            tls = certificates.server_context(
+                conf.www_certificate, conf.www_privatekey, conf.www_ciphers, var_dir=VAR_DIR,
+                hostname=conf.www_host or socket.gethostname(), name="www")
+        context = console_app.Context(
+            conf, database=self.database, reloader=self.reloader, broker=self.broker,
+            authenticator=authn.from_spec(conf.www_auth), recorder=self.recorder,
+            budget=self.budget, secure=tls is not None)
+        return console_app.ConsoleServer(context, tls_context=tls)
 
     def _delivery(self):
         """The sender pool on the outbox, counting into the ``deliveries_*`` tables."""

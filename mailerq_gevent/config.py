@@ -56,6 +56,7 @@ KEYS = {
     "www-dir": (v.text, ""),
     "www-connections": (v.count, "20"),
     "www-auth": (v.auth_spec, ""),
+    "www-api-token": (v.text, ""),
     "www-secure-port": (v.port, ""),
     "www-certificate": (v.text, ""),
     "www-privatekey": (v.text, ""),

@@ -1,0 +1,124 @@
+"""The console's login, sessions, CSRF and origin checks, and the headers on
+every answer: against the real server with a real HTTP client."""
+
+from tests.console_support import PASSWORD, USER, console  # noqa: F401 - the fixture
+
+
+def test_pages_need_a_login(console):  # noqa: F811
+    c = console()
+    answer = c.client().get(c.url + "/", allow_redirects=False, timeout=10)
+    assert answer.status_code == 303 and answer.headers["Location"].endswith("/login")
+
+
+def test_login_sets_an_opaque_strict_httponly_cookie_and_shows_the_overview(console):  # noqa: F811,E501
+    c = console()
+    client = c.client()
+    answer = client.post(c.url + "/login", data={"user": USER, "password": PASSWORD},
+                         allow_redirects=False, timeout=10)
+    assert answer.status_code == 303
+    cookie = answer.headers["Set-Cookie"]
+    assert "mq_session=" in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    assert "Secure" not in cookie                   # plain HTTP here
+    value = cookie.split("mq_session=")[1].split(";")[0]
+    assert len(value) >= 40 and USER not in value
+    assert "Overview" in client.get(c.url + "/", timeout=10).text
+
+
+def test_a_new_session_id_at_each_login(console):  # noqa: F811
+    c = console()
+    first, second = c.login(), c.login()
+    assert first.cookies["mq_session"] != second.cookies["mq_session"]
+
+
+def test_wrong_password_and_unknown_user_get_the_same_answer(console):  # noqa: F811
+    c = console()
+    bad = [c.client().post(c.url + "/login", data=data, timeout=10) for data in
+           ({"user": USER, "password": "nope"}, {"user": "ghost", "password": PASSWORD})]
+    assert [a.status_code for a in bad] == [401, 401]
+    assert bad[0].text == bad[1].text and "mq_session" not in bad[0].headers.get("Set-Cookie", "")
+
+
+def test_repeated_failures_block_even_the_right_password(console):  # noqa: F811
+    c = console()
+    for _ in range(5):
+        c.client().post(c.url + "/login", data={"user": USER, "password": "x"}, timeout=10)
+    answer = c.client().post(c.url + "/login", data={"user": USER, "password": PASSWORD},
+                             allow_redirects=False, timeout=10)
+    assert answer.status_code == 401
+
+
+def test_logout_ends_the_session(console):  # noqa: F811
+    c = console()
+    client = c.login()
+    stolen = client.cookies["mq_session"]
+    client.post(c.url + "/logout", data={"csrf": client.csrf}, timeout=10)
+    other = c.client()
+    other.cookies.set("mq_session", stolen)
+    assert other.get(c.url + "/", allow_redirects=False, timeout=10).status_code == 303
+
+
+def test_logout_without_the_csrf_token_is_refused(console):  # noqa: F811
+    c = console()
+    client = c.login()
+    assert client.post(c.url + "/logout", data={}, timeout=10).status_code == 403
+    assert client.get(c.url + "/", allow_redirects=False, timeout=10).status_code == 200
+
+
+def test_a_cross_site_post_is_refused_even_with_the_token(console):  # noqa: F811
+    c = console()
+    client = c.login()
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        answer = client.post(c.url + "/logout", data={"csrf": client.csrf}, headers=headers,
+                             timeout=10)
+        assert answer.status_code == 403
+    assert client.get(c.url + "/", allow_redirects=False, timeout=10).status_code == 200
+
+
+def test_a_cross_site_login_is_refused(console):  # noqa: F811
+    c = console()
+    answer = c.client().post(c.url + "/login", data={"user": USER, "password": PASSWORD},
+                             headers={"Origin": "https://evil.example"},
+                             allow_redirects=False, timeout=10)
+    assert answer.status_code == 403 and "Set-Cookie" not in answer.headers
+
+
+def test_every_answer_carries_the_security_headers(console):  # noqa: F811
+    c = console()
+    client = c.login()
+    for path in ("/", "/login", "/no-such-page", "/static/css/console.css"):
+        headers = client.get(c.url + path, timeout=10).headers
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert "script-src 'self'" in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff"
+    assert client.get(c.url + "/", timeout=10).headers["Cache-Control"] == "no-store"
+    static = client.get(c.url + "/static/css/console.css", timeout=10)
+    assert static.headers["Cache-Control"] == c.conf.www_cache_control
+
+
+def test_user_names_are_escaped_in_pages(console):  # noqa: F811
+    c = console(www_auth="hardcoded://<b>x</b>:pw")
+    client = c.login("<b>x</b>", "pw")
+    page = client.get(c.url + "/", timeout=10).text
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+
+
+def test_https_serves_the_console_and_http_redirects_to_it(tmp_path):
+    import requests
+
+    from mailerq_gevent import certificates
+    from tests.console_support import Console
+    from tests.smtp_sink import free_port
+    plain_port, secure_port = free_port(), free_port()
+    tls = certificates.server_context("", "", var_dir=str(tmp_path), name="www")
+    c = Console(tmp_path, tls=tls, www_port=plain_port, www_secure_port=secure_port)
+    try:
+        plain = requests.get("http://127.0.0.1:%d/login" % plain_port, allow_redirects=False,
+                             timeout=10)
+        assert plain.status_code == 301
+        assert plain.headers["Location"] == "https://127.0.0.1:%d/login" % secure_port
+        login = requests.post("https://127.0.0.1:%d/login" % secure_port, verify=False,
+                              data={"user": USER, "password": PASSWORD},
+                              allow_redirects=False, timeout=10)
+        assert login.status_code == 303 and "Secure" in login.headers["Set-Cookie"]
+    finally:
+        c.stop()
