@@ -124,7 +124,7 @@ def secure_headers(app, static_prefix="/static/", cache_control=""):
         def start(status, headers, exc_info=None):
             names = {name.lower() for name, _ in headers}
             extra = [("X-Content-Type-Options", "nosniff"),
-                     ("Referrer-Policy", "no-referrer"),
+                     ("Referrer-Policy", "same-origin"),
                      ("X-Frame-Options", "DENY")]
             if "content-security-policy" not in names:
                 extra.append(("Content-Security-Policy", CSP))
