@@ -43,6 +43,7 @@ class Context:
     authenticator: object = None
     recorder: object = None             # console.live.Recorder
     budget: object = None
+    status: object = None               # callable: {"inbound": n, "outbound": n, "idle": n}
     secure: bool = False
     sessions: Sessions = field(default_factory=Sessions)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
