@@ -299,3 +299,11 @@ def test_outcomes_are_counted_per_minute_in_the_deliveries_tables(world, tmp_pat
         domains = dict(conn.execute(text("SELECT domain, success FROM deliveries_domain")).all())
         ips = dict(conn.execute(text("SELECT remoteip, success FROM deliveries_ip")).all())
     assert domains == {"example.test": 1, "other.test": 1} and ips == {"127.0.0.1": 2}
+
+
+def test_the_headers_property_changes_the_mime_before_signing(world):
+    w = world()
+    w.inject(headers={"remove": ["Message-ID"], "prepend": {"X-Mailer": "mq"}})
+    wait_until(lambda: len(w.sink.messages) == 1)
+    data = w.sink.messages[0].data
+    assert data.startswith(b"X-Mailer: mq\r\n") and b"Message-ID" not in data

@@ -28,7 +28,7 @@ import time
 from gevent.event import Event
 
 from mailerq_gevent import logs, signing
-from mailerq_gevent.delivery import mime as mime_module, routing
+from mailerq_gevent.delivery import headers as header_changes, mime as mime_module, routing
 from mailerq_gevent.delivery.sender import Attempt, Connection
 
 log = logs.get(__name__)
@@ -192,6 +192,7 @@ class Attempts:
     def _send(self, job, conn):
         raw = job.message.get("mime") or ""
         raw = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
+        raw = header_changes.apply(raw, job.message.get("headers"))
         eight_bit = mime_module.has_8bit(raw)
         options = []
         if mime_module.needs_smtputf8(job.envelope, job.recipient):
