@@ -11,6 +11,7 @@ import uuid  # noqa: E402
 import pytest  # noqa: E402
 
 from tests import services  # noqa: E402
+from tests.browser import browser  # noqa: E402,F401 - one Chromium for the whole run
 
 
 def _scratch_name():

@@ -1,7 +1,7 @@
 """The console in a real headless Chromium: logging in works, and a wrong
 password shows the one generic message."""
 
-from tests.browser import browser, login, screenshot  # noqa: F401 - the fixture
+from tests.browser import login, screenshot
 from tests.console_support import PASSWORD, USER, console  # noqa: F401 - the fixture
 
 

@@ -5,6 +5,7 @@
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="csrf-token" content="{{csrf}}">
 <title>{{title}} · mailerq-gevent</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/css/console.css">
 % for script in get('scripts', []):
 <script src="/static/{{script}}" defer></script>

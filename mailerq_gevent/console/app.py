@@ -15,6 +15,7 @@ to it. Without ``www-auth`` nobody could log in, so the console does not
 start (the log says why).
 """
 
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -71,7 +72,17 @@ def make_app(context):
     app.route("/static/<path:path>", "GET", lambda path: _static(context, path))
     for module in (pages, api, tables, live, render):
         module.install(app, context)
+    app.error(404)(_not_found)
+    app.error(405)(_not_found)
     return app
+
+
+def _not_found(error):
+    """JSON for the API (scripts read it), Bottle's page otherwise."""
+    if bottle.request.path.startswith("/api/"):
+        bottle.response.content_type = "application/json"
+        return json.dumps({"error": "%s: %s" % (error.status_line, bottle.request.path)})
+    return bottle.Bottle.default_error_handler(bottle.default_app(), error)
 
 
 def _static(context, path):
