@@ -20,7 +20,7 @@ from mailerq_gevent import authn, certificates, logs, netinfo, resolver, setting
 from mailerq_gevent import broker as broker_module
 from mailerq_gevent.config_values import redact_url
 from mailerq_gevent.connections import ConnectionBudget
-from mailerq_gevent.console import app as console_app
+from mailerq_gevent.console import app as console_app, live
 from mailerq_gevent.db import engine as db_engine, load, schema
 from mailerq_gevent.delivery.engine import DeliveryEngine
 from mailerq_gevent.delivery.stats import Stats
@@ -41,7 +41,8 @@ class App:
         self.database = None
         self.broker = None
         self.budget = ConnectionBudget.from_config(conf)
-        self.recorder = None        # the console's live SMTP view (console.live)
+        self.recorder = live.Recorder.from_config(conf) if conf.www_auth and (
+            conf.www_port or conf.www_secure_port) else None    # the console's live SMTP view
         self.parts = []
 
     def queue_names(self):
@@ -95,7 +96,7 @@ class App:
         """The sender pool on the outbox, counting into the ``deliveries_*`` tables."""
         return DeliveryEngine(self.conf, self.broker, lambda: self.reloader.current, self.budget,
                               resolver.make_resolver(self.conf.dns_server or None),
-                              stats=Stats(self.database))
+                              stats=Stats(self.database), recorder=self.recorder)
 
     def _smtp_server(self):
         """The SMTP server here, or (``smtp-threads`` > 1) in worker processes."""
@@ -110,9 +111,11 @@ class App:
             return pool
         return SMTPServer(conf, self.broker, lambda: self.reloader.current, self.budget,
                           authenticator=authenticator, tls_context=tls,
-                          checks=InboundChecks(conf))
+                          checks=InboundChecks(conf), recorder=self.recorder)
 
     def stop(self, timeout=30.0):
+        if self.recorder is not None:
+            self.recorder.close()       # live view streams end now, not at the console's timeout
         for part in reversed(self.parts):
             _stop_quietly(part, timeout)
         for part in (self.broker, self.reloader):

@@ -81,8 +81,10 @@ class _Slots:
 
 class Attempts:
     def __init__(self, throttles, idle, budget, signer, hostname, tls_context=None,
-                 command_timeout=300.0, connect_timeout=30.0, clock=time.monotonic):
+                 command_timeout=300.0, connect_timeout=30.0, clock=time.monotonic,
+                 recorder=None):
         self.throttles, self.idle, self.budget = throttles, idle, budget
+        self.recorder = recorder    # live view hook (console.live), handed to each Connection
         self.signer, self.hostname, self.tls_context = signer, hostname, tls_context
         self.command_timeout, self.connect_timeout = command_timeout, connect_timeout
         self.clock = clock
@@ -172,7 +174,8 @@ class Attempts:
         conn = Connection(target.ip, target.port, localip=job.localip,
                           ehlo_name=routing.ehlo_name(job.settings, job.localip, self.hostname),
                           secure=job.capacity.secure, tls_context=self.tls_context,
-                          timeout=self.command_timeout, connect_timeout=self.connect_timeout)
+                          timeout=self.command_timeout, connect_timeout=self.connect_timeout,
+                          recorder=self.recorder)
         conn.slot = slots
         failed = conn.open()
         return failed if failed is not None else conn

@@ -48,7 +48,7 @@ BACKLOG_LIMIT = 10000       # spread-out keys kept before old ones are dropped
 class DeliveryEngine:
     def __init__(self, conf, broker, settings, budget, resolver, *, stats=None,
                  router=None, prefetch=None, command_timeout=300.0, connect_timeout=30.0,
-                 clock=time.time, monotonic=time.monotonic):
+                 clock=time.time, monotonic=time.monotonic, recorder=None):
         self.conf, self.broker, self.settings = conf, broker, settings
         self.queue = conf.queue("outbox")
         self.stats = stats
@@ -60,7 +60,8 @@ class DeliveryEngine:
         self.router = router or Router(resolver, relay=conf.relay or None)
         self.attempts = Attempts(self.throttles, self.idle, budget, Signer(), self.hostname,
                                  tls_context=client_context(), command_timeout=command_timeout,
-                                 connect_timeout=connect_timeout, clock=monotonic)
+                                 connect_timeout=connect_timeout, clock=monotonic,
+                                 recorder=recorder)     # live view hook (console.live)
         self.pool = Pool(self.prefetch)
         self.consumer = None
         self._next_free = {}    # (localip, domain, limit) -> monotonic time of the next free turn

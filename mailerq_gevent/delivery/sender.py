@@ -12,6 +12,10 @@ MAIL / RCPT / DATA, so every reply is known with the step that gave it
 unusable (``broken``) after a network error, a timeout, a 421 or a reply it
 cannot trust. Certificates are not verified (opportunistic TLS, RFC 7435, as
 MTAs do on port 25); ``secure`` only insists that TLS is used.
+
+``recorder`` (the console's live view, ``console.live.Recorder``): when it
+chooses to record this connection, a ``_Recorded`` smtplib client copies
+every command, reply and message to the conversation.
 """
 
 import re
@@ -83,7 +87,8 @@ class Connection:
     """An open SMTP session to ``ip``:``port`` from ``localip``."""
 
     def __init__(self, ip, port, localip=None, ehlo_name="localhost", secure=False,
-                 tls_context=None, timeout=COMMAND_TIMEOUT, connect_timeout=CONNECT_TIMEOUT):
+                 tls_context=None, timeout=COMMAND_TIMEOUT, connect_timeout=CONNECT_TIMEOUT,
+                 recorder=None):
         self.ip, self.port, self.localip = ip, port, localip
         self.ehlo_name, self.secure = ehlo_name, secure
         self.tls_context = tls_context
@@ -95,14 +100,20 @@ class Connection:
         self.idle_since = time.monotonic()
         self.slot = None            # the throttles' connection slot, released at close
         self._state = "connect"
+        self.recorder, self.conversation = recorder, None   # live view hook
 
     # -- opening -------------------------------------------------------------
 
     def open(self):
         """Connect, read the greeting, EHLO, STARTTLS. None when ready, else
         the Attempt saying why not (the connection is then closed)."""
-        smtp = smtplib.SMTP(local_hostname=self.ehlo_name, timeout=self.connect_timeout,
-                            source_address=(self.localip, 0) if self.localip else None)
+        if self.recorder is not None:              # live view hook
+            self.conversation = self.recorder.begin("out", "%s:%d" % (self.ip, self.port),
+                                                    self.localip)
+        options = dict(local_hostname=self.ehlo_name, timeout=self.connect_timeout,
+                       source_address=(self.localip, 0) if self.localip else None)
+        smtp = (smtplib.SMTP(**options) if self.conversation is None
+                else _Recorded(self.conversation, **options))
         self.smtp = smtp
         try:
             code, text = smtp.connect(self.ip, self.port)
@@ -149,6 +160,8 @@ class Connection:
         return self._ehlo()
 
     def _failed(self, attempt):
+        if self.conversation is not None:          # live view hook
+            self.conversation.note("%s: %s" % (attempt.state, attempt.text))
         self.close(quit=False)
         return attempt
 
@@ -220,3 +233,31 @@ class Connection:
             except (OSError, smtplib.SMTPException):
                 pass
         smtp.close()
+        if self.conversation is not None:          # live view hook
+            self.conversation.end()
+
+
+class _Recorded(smtplib.SMTP):
+    """``smtplib.SMTP`` copying its dialogue to a live-view conversation."""
+
+    def __init__(self, conversation, **options):
+        self.conversation, self.content = conversation, None
+        super().__init__(**options)
+
+    def putcmd(self, cmd, args=""):
+        self.conversation.client("%s %s" % (cmd, args) if args else cmd)
+        super().putcmd(cmd, args)
+
+    def getreply(self):
+        code, text = super().getreply()
+        self.conversation.server(text, code=code)
+        if code == 354 and self.content is not None:
+            self.conversation.message(self.content)
+        return code, text
+
+    def data(self, msg):
+        self.content = msg
+        try:
+            return super().data(msg)
+        finally:
+            self.content = None

@@ -38,14 +38,16 @@ AUTH_FAILURE_DELAY = 1.0
 
 class SMTPServer:
     def __init__(self, conf, broker, settings, budget, authenticator=None, tls_context=None,
-                 listeners=None, checks=None):
+                 listeners=None, checks=None, recorder=None):
         """``settings``: a callable returning the current settings snapshot;
         ``listeners``: ``[(socket, secure)]`` already bound (a worker process's),
         else the server binds its ports itself; ``checks``: the inbound checks
-        (``checks.InboundChecks``) when ``smtp-check`` names any."""
+        (``checks.InboundChecks``) when ``smtp-check`` names any; ``recorder``:
+        the console's live view (``console.live.Recorder``), or None."""
         self.conf, self.broker, self.settings, self.budget = conf, broker, settings, budget
         self.authenticator, self.tls_context = authenticator, tls_context
         self.checks = checks if checks is not None and checks.enabled else None
+        self.recorder = recorder    # live view hook: sessions ask it once each
         self.protection = FailedLogins(enabled=conf.smtp_protection)
         self.greet_wait = 0.0
         self.stopping = False
