@@ -89,8 +89,17 @@ class App:
         context = console_app.Context(
             conf, database=self.database, reloader=self.reloader, broker=self.broker,
             authenticator=authn.from_spec(conf.www_auth), recorder=self.recorder,
-            budget=self.budget, secure=tls is not None)
+            budget=self.budget, status=self.status, secure=tls is not None)
         return console_app.ConsoleServer(context, tls_context=tls)
+
+    def status(self):
+        """Open connections for the console: inbound (None when the SMTP
+        sessions run in worker processes), outbound (busy or idle), idle."""
+        found = {type(part): part for part in self.parts}
+        smtp, engine = found.get(SMTPServer), found.get(DeliveryEngine)
+        return {"inbound": len(smtp.sessions()) if smtp else None,
+                "outbound": engine.attempts.connections if engine else 0,
+                "idle": len(engine.idle) if engine else 0}
 
     def _delivery(self):
         """The sender pool on the outbox, counting into the ``deliveries_*`` tables."""

@@ -148,3 +148,24 @@ def test_run_as_module_and_script_agree():
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True,
                          timeout=START_TIMEOUT, env=dict(os.environ))
     assert out.returncode == 0 and "--purge-database" in out.stdout
+
+
+def test_the_console_reports_open_connections(tmp_path, daemon):
+    """The daemon wires its SMTP server and senders into the console's status."""
+    import requests
+
+    from tests.smtp_sink import free_port
+    www, smtp = free_port(), free_port()
+    conf = write_config(tmp_path, "www-port: %d\nwww-ip: 127.0.0.1\nwww-auth: hardcoded://a:b\n"
+                                  "www-api-token: t0ken\nsmtp-port: %d\nsmtp-ip: 127.0.0.1\n"
+                                  % (www, smtp))
+    conf.write_text(conf.read_text().replace("www-port:\n", "").replace("smtp-port:\n", ""))
+    proc = daemon(conf)
+    proc.wait_for("event=console.listening")
+    import socket
+    with socket.create_connection(("127.0.0.1", smtp)) as client:
+        client.recv(100)
+        status = requests.get("http://127.0.0.1:%d/api/status" % www, timeout=10,
+                              headers={"Authorization": "Bearer t0ken"}).json()
+    assert status["connections"] == {"inbound": 1, "outbound": 0, "idle": 0}
+    assert proc.stop() == 0

@@ -203,6 +203,7 @@ def test_consecutive_messages_reuse_one_connection(world):
         w.inject()
         wait_until(lambda: w.count("success") == n)
     assert w.sink.connections == 1
+    assert w.engine.attempts.connections == 1 and len(w.engine.idle) == 1
 
 
 def test_connection_maxmessages_and_idle_expiry(world):

@@ -67,16 +67,19 @@ class Job:
 
 
 class _Slots:
-    """The connection's throttle slot and its share of ``smtp-connections-out``."""
+    """The connection's throttle slot and its share of ``smtp-connections-out``,
+    counted in ``Attempts.connections`` while held."""
 
-    def __init__(self, slot, budget):
-        self.slot, self.budget = slot, budget
+    def __init__(self, slot, attempts):
+        self.slot, self.attempts = slot, attempts
+        attempts.connections += 1
 
     def release(self):
         if self.slot is not None:
             self.slot.release()
             self.slot = None
-            self.budget.release_outbound()
+            self.attempts.budget.release_outbound()
+            self.attempts.connections -= 1
 
 
 class Attempts:
@@ -88,6 +91,7 @@ class Attempts:
         self.signer, self.hostname, self.tls_context = signer, hostname, tls_context
         self.command_timeout, self.connect_timeout = command_timeout, connect_timeout
         self.clock = clock
+        self.connections = 0    # outgoing connections open now (busy or idle)
         self._waiters = {}      # (localip, domain) -> greenlets waiting for a connection
         self._freed = {}        # (localip, domain) -> Event set when a connection comes back
 
@@ -188,7 +192,7 @@ class Attempts:
                 self.idle.close_one() and self.budget.acquire_outbound(timeout=0)):
             slot.release()
             return None
-        return _Slots(slot, self.budget)
+        return _Slots(slot, self)
 
     # -- the transaction -------------------------------------------------------
 

@@ -92,6 +92,10 @@ class SMTPServer:
             log.warning("smtp.sessions_cut", count=len(self._sessions))
             self._sessions.kill(timeout=5)
 
+    def sessions(self):
+        """The sessions open now (for the console)."""
+        return list(self._open.values())
+
     # -- connections ----------------------------------------------------------
 
     def _handle(self, sock, address, secure=False):
