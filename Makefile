@@ -31,6 +31,8 @@ test: $(VENV)/.test
 bench: $(VENV)/.test
 	$(VENV)/bin/python bench/queue.py
 	$(VENV)/bin/python bench/inject.py
+	$(VENV)/bin/python bench/relay.py
+	$(VENV)/bin/python bench/throttle.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -68,8 +68,8 @@ def seed_rows(args, sink_port):
 
 
 def publish(port, count, sessions, size):
-    """``count`` messages to ``rcptN@throttled.test`` over ``sessions`` sessions;
-    returns (accepted, errors, samples)."""
+    """``count`` messages to ``rcptN@throttled.test`` over ``sessions`` smtplib
+    sessions (greenlets); returns the tally: accepted, errors, samples."""
     data, numbers = smtpload.message(size), iter(range(count))
     tally = {"accepted": 0, "errors": 0, "samples": []}
 
