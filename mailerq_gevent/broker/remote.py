@@ -26,6 +26,7 @@ from mailerq_gevent import logs
 log = logs.get(__name__)
 
 HEADER = struct.Struct(">I")
+NOTICE_DELAY = 0.005    # seconds commit notices are gathered before one is sent
 MAX_FRAME = 2 ** 31 - 1
 
 
@@ -100,10 +101,21 @@ class Control:
     def __init__(self, sock, on_reload=None):
         self.channel = FrameSocket(sock)
         self.on_reload = on_reload
+        self._notice, self._due = None, None
         self.reader = gevent.spawn(self._read)
 
     def committed(self, due=None):
-        """Tell the daemon that messages were committed to its queue file."""
+        """Tell the daemon that messages were committed to its queue file.
+
+        Notices are gathered for ``NOTICE_DELAY`` seconds and sent as one:
+        the daemon wakes its consumers once for many commits."""
+        if due is not None:
+            self._due = due if self._due is None else min(self._due, due)
+        if self._notice is None:
+            self._notice = gevent.spawn_later(NOTICE_DELAY, self._send_notice)
+
+    def _send_notice(self):
+        due, self._due, self._notice = self._due, None, None
         try:
             self.channel.send(json.dumps({"committed": True, "due": due}).encode())
         except ChannelClosed:

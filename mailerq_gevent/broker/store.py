@@ -77,6 +77,7 @@ class Store:
         self.path = path
         self.writer_only, self.on_commit = writer_only, on_commit
         self._lock_file = None
+        self._writing = None        # the file flocked around each write transaction
         self._db = self._reader = None
         self._thread = None
         self._queues = {}           # name -> _QueueState
@@ -101,6 +102,7 @@ class Store:
             os.makedirs(directory, exist_ok=True)
             if not self.writer_only:
                 self._lock_file = _lock(self.path + ".lock")
+            self._writing = open(self.path + ".write-lock", "a+")
             self._thread = ThreadPool(1)
         try:
             self._db = self._connect()
@@ -145,13 +147,14 @@ class Store:
         self._db = self._reader = None
         if self._thread is not None:
             self._thread.kill()
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        for handle in (self._writing, self._lock_file):
+            if handle is not None:
+                handle.close()
+        self._writing = self._lock_file = None
 
     def _start_sequence(self):
         """The ``sequence`` row (made from the highest id of a file without one)."""
-        with _transaction(self._db) as db:
+        with _transaction(self._db, self._writing) as db:
             row = db.execute("SELECT next FROM sequence").fetchone()
             if row is not None:
                 return row[0]
@@ -333,7 +336,7 @@ class Store:
     def _vacuum(self, pages):
         # Python's sqlite3 steps a statement without result columns only once,
         # and each step of incremental_vacuum frees one page: hence the loop.
-        with _transaction(self._db) as db:
+        with _transaction(self._db, self._writing) as db:
             for _ in range(pages):
                 db.execute("PRAGMA incremental_vacuum(1)")
 
@@ -344,7 +347,7 @@ class Store:
         return self._thread.apply(function, args)
 
     def _write(self, ready, delayed, acks):
-        with _transaction(self._db) as db:
+        with _transaction(self._db, self._writing) as db:
             first = _take_ids(db, len(ready) + len(delayed))
             if ready:
                 db.executemany("INSERT INTO messages (id, queue, envelope, body)"
@@ -359,7 +362,7 @@ class Store:
                 db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in acks])
 
     def _purge_rows(self, queue, cursor, ids):
-        with _transaction(self._db) as db:
+        with _transaction(self._db, self._writing) as db:
             db.execute("DELETE FROM messages WHERE queue = ? AND id > ?", (queue, cursor))
             db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
             db.execute("DELETE FROM delayed WHERE queue = ?", (queue,))
@@ -397,7 +400,7 @@ class Store:
         self._next_due = self._earliest_due()
 
     def _move(self, rows):
-        with _transaction(self._db) as db:
+        with _transaction(self._db, self._writing) as db:
             first = _take_ids(db, len(rows))
             db.executemany("INSERT INTO messages (id, queue, envelope, body)"
                            " VALUES (?, ?, ?, ?)",
@@ -435,24 +438,42 @@ class _QueueState:
 
 
 class _transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``) on an autocommit connection."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``) on an autocommit connection.
 
-    def __init__(self, db):
-        self.db = db
+    ``writing`` (a file) is flocked around it: the processes writing to one
+    queue file then queue up in the kernel, which wakes the next one the
+    moment the lock is free, instead of in SQLite's busy handler, which
+    sleeps 1, 2, 5, 10... milliseconds between tries."""
+
+    def __init__(self, db, writing=None):
+        self.db, self.writing = db, writing
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        if self.writing is not None:
+            fcntl.flock(self.writing, fcntl.LOCK_EX)
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._unlock()
+            raise
         return self.db
 
     def __exit__(self, kind, value, traceback):
-        if kind is None:
-            try:
-                self.db.execute("COMMIT")
-                return
-            except sqlite3.Error:
-                self._rollback()
-                raise
-        self._rollback()
+        try:
+            if kind is None:
+                try:
+                    self.db.execute("COMMIT")
+                    return
+                except sqlite3.Error:
+                    self._rollback()
+                    raise
+            self._rollback()
+        finally:
+            self._unlock()
+
+    def _unlock(self):
+        if self.writing is not None:
+            fcntl.flock(self.writing, fcntl.LOCK_UN)
 
     def _rollback(self):
         if self.db.in_transaction:
