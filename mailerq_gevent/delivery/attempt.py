@@ -25,7 +25,6 @@ the attempt is decided.
 
 import time
 
-from gevent.event import Event
 
 from mailerq_gevent import logs, signing
 from mailerq_gevent.delivery import headers as header_changes, mime as mime_module, routing
@@ -34,9 +33,11 @@ from mailerq_gevent.delivery.sender import Attempt, Connection
 log = logs.get(__name__)
 
 SLOT_WAIT = 2.0         # seconds a message may wait here for a connection slot
-SLOT_POLL = 0.1         # seconds between looks when no connection was given back
+SLOT_POLL = 0.1         # seconds between looks for a free slot (a close hands nothing over)
 MAX_SLOT_WAITERS = 8    # per (local IP, domain): beyond them, back to the queue
 BUSY_DELAY = 5.0        # requeue delay when no connection slot came free in time
+SOFT_CONNECTIONS = 20   # open to one server before a message first waits for one to come back
+SOFT_WAIT = 0.25        # past them, one more connection at most this often
 EARLY_STATES = ("connect", "greeting", "ehlo", "starttls")
 
 
@@ -70,16 +71,22 @@ class _Slots:
     """The connection's throttle slot and its share of ``smtp-connections-out``,
     counted in ``Attempts.connections`` while held."""
 
-    def __init__(self, slot, attempts):
-        self.slot, self.attempts = slot, attempts
+    def __init__(self, slot, attempts, server):
+        self.slot, self.attempts, self.server = slot, attempts, server
         attempts.connections += 1
+        attempts.open_to[server] = attempts.open_to.get(server, 0) + 1
 
     def release(self):
         if self.slot is not None:
             self.slot.release()
             self.slot = None
-            self.attempts.budget.release_outbound()
-            self.attempts.connections -= 1
+            attempts = self.attempts
+            attempts.budget.release_outbound()
+            attempts.connections -= 1
+            attempts.open_to[self.server] -= 1
+            if not attempts.open_to[self.server]:
+                del attempts.open_to[self.server]
+                attempts._opened_at.pop(self.server, None)
 
 
 class Attempts:
@@ -92,8 +99,9 @@ class Attempts:
         self.command_timeout, self.connect_timeout = command_timeout, connect_timeout
         self.clock = clock
         self.connections = 0    # outgoing connections open now (busy or idle)
+        self.open_to = {}       # (localip, ip, port) -> connections open to that server
         self._waiters = {}      # (localip, domain) -> greenlets waiting for a connection
-        self._freed = {}        # (localip, domain) -> Event set when a connection comes back
+        self._opened_at = {}    # (localip, ip, port) -> when the last connection to it was opened
 
     def run(self, job):
         """The deciding ``Attempt``, or ``Throttled``; see the module docstring."""
@@ -129,26 +137,34 @@ class Attempts:
         return attempt
 
     def _give_back(self, job, conn):
-        """Back to the idle cache (or closed), and a waiter for the pair told."""
+        """Back to a waiting message, to the idle cache, or closed."""
         self.idle.give(conn, job.capacity)
-        freed = self._freed.get((job.localip, job.domain))
-        if freed is not None:
-            freed.set()
 
     def _connection(self, job, target):
         """An idle connection, a new one, or why there is none (Throttled, Attempt).
 
-        When the pair's connections are all in use, a few messages wait here
-        (bounded, ``MAX_SLOT_WAITERS``) for one to come back; the rest go
-        back to the queue, so the wait never blocks other domains."""
-        key = (job.localip, job.domain)
+        Past ``SOFT_CONNECTIONS`` open to the server, a new one is opened at
+        most every ``SOFT_WAIT`` seconds; meanwhile a message waits for one
+        to be handed over (reusing a connection is far cheaper than a new
+        handshake, and receivers limit how many they take; a slow server
+        still gets more in time, so the table's limits stay the only hard
+        ones). When the pair's limits allow no new connection, a few
+        messages wait here (``MAX_SLOT_WAITERS``) for one to come back; the
+        rest go back to the queue, so waiting never blocks other domains."""
+        key, server = (job.localip, job.domain), (job.localip, target.ip, target.port)
         deadline = None
         while True:
-            conn = self.idle.take(job.localip, target.ip, target.port)
+            conn = self.idle.take(*server)
             if conn is not None:
                 return conn
+            if self._crowded(server):
+                conn = self.idle.wait(*server, timeout=SOFT_WAIT)
+                if conn is not None:
+                    return conn
+                continue
             slots = self._try_slots(job, target)
             if slots is not None:
+                self._opened_at[server] = self.clock()
                 return self._open(job, target, slots)
             if deadline is None:
                 if self._waiters.get(key, 0) >= MAX_SLOT_WAITERS:
@@ -156,19 +172,22 @@ class Attempts:
                 deadline = self.clock() + SLOT_WAIT
             elif self.clock() >= deadline:
                 return Throttled(BUSY_DELAY, "connections")
-            self._wait_for_a_free_connection(key)
+            conn = self._wait_for_slot(key, server)
+            if conn is not None:
+                return conn
 
-    def _wait_for_a_free_connection(self, key):
+    def _crowded(self, server):
+        return (self.open_to.get(server, 0) >= SOFT_CONNECTIONS and
+                self.clock() - self._opened_at.get(server, 0.0) < SOFT_WAIT)
+
+    def _wait_for_slot(self, key, server):
         self._waiters[key] = self._waiters.get(key, 0) + 1
-        freed = self._freed.setdefault(key, Event())
         try:
-            freed.clear()
-            freed.wait(SLOT_POLL)       # a connection given back wakes it; a close does not
+            return self.idle.wait(*server, timeout=SLOT_POLL)
         finally:
             self._waiters[key] -= 1
             if not self._waiters[key]:
                 del self._waiters[key]
-                self._freed.pop(key, None)
 
     def _open(self, job, target, slots):
         wait = self.throttles.admit_connect(job.localip, job.domain, target.ip, job.capacity)
@@ -192,7 +211,7 @@ class Attempts:
                 self.idle.close_one() and self.budget.acquire_outbound(timeout=0)):
             slot.release()
             return None
-        return _Slots(slot, self)
+        return _Slots(slot, self, (job.localip, target.ip, target.port))
 
     # -- the transaction -------------------------------------------------------
 

@@ -11,9 +11,11 @@ closes everything. The newest connection is reused first, so the oldest
 expire when traffic drops.
 """
 
+import collections
 import time
 
 import gevent
+from gevent.event import AsyncResult
 
 from mailerq_gevent import logs
 
@@ -27,6 +29,7 @@ class IdleConnections:
     def __init__(self, clock=time.monotonic):
         self.clock = clock
         self._idle = {}         # key -> [(expires_at, Connection)], newest last
+        self._waiting = {}      # key -> deque of AsyncResult: messages waiting for one
         self._greenlet = None
 
     def __len__(self):
@@ -46,12 +49,37 @@ class IdleConnections:
         self._idle.pop((localip, ip, port), None)
         return None
 
+    def wait(self, localip, ip, port, timeout):
+        """A connection to that server handed over by ``give`` within ``timeout``
+        seconds, or None. Waiters are served first come, first served, one
+        connection each: a connection given back wakes one message only."""
+        key = (localip, ip, port)
+        waiter = AsyncResult()
+        queue = self._waiting.setdefault(key, collections.deque())
+        queue.append(waiter)
+        try:
+            return waiter.get(timeout=timeout)
+        except gevent.Timeout:
+            return waiter.value if waiter.ready() else None
+        finally:
+            if not waiter.ready():
+                waiter.set(None)        # give() skips it from now on
+            if not any(not w.ready() for w in queue):
+                self._waiting.pop(key, None)
+
     def give(self, conn, capacity):
-        """Keep ``conn`` for its next message, or close it; see the module docstring."""
+        """Keep ``conn`` for its next message (handed straight to a waiting one
+        when there is one), or close it; see the module docstring."""
         limit = capacity.connection_maxmessages
         if not conn.usable or (limit and conn.sent >= limit):
             conn.close()
             return False
+        queue = self._waiting.get((conn.localip, conn.ip, conn.port))
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.ready():
+                waiter.set(conn)
+                return True
         idle = capacity.connection_maxidletime / 1000.0 or DEFAULT_IDLE
         self._idle.setdefault((conn.localip, conn.ip, conn.port), []).append(
             (self.clock() + idle, conn))
