@@ -64,7 +64,9 @@ class IdleConnections:
         finally:
             if not waiter.ready():
                 waiter.set(None)        # give() skips it from now on
-            if not any(not w.ready() for w in queue):
+            while queue and queue[0].ready():
+                queue.popleft()
+            if not queue:
                 self._waiting.pop(key, None)
 
     def give(self, conn, capacity):

@@ -186,6 +186,8 @@ def queue_names(message, conf):
 
 def _publish(message, kind, conf):
     names = queue_names(message, conf)
+    if not (names["results"] or names[kind]):
+        return []               # both off: no need to encode the message (its MIME) at all
     body = codec.encode(message)
     return [(names["results"], body), (names[kind], body)]
 
