@@ -27,7 +27,6 @@ from types import MappingProxyType
 import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailerq_gevent import logs
@@ -365,12 +364,7 @@ class Reloader:
 
     def _get_engine(self):
         if self._engine is None:
-            if isinstance(self._source, str):
-                self._engine = db_engine.make_engine(self._source)
-            elif isinstance(self._source, Engine):
-                self._engine = self._source
-            else:
-                self._engine = self._source()
+            self._engine = db_engine.from_source(self._source)
         return self._engine
 
     def _log_failure(self, error):

@@ -41,9 +41,7 @@ def install(app, context):
         session = context.sessions.start(user)
         guard.set_cookie(bottle.response, session)
         log.info("console.login", user=user, client=address)
-        bottle.response.status = 303
-        bottle.response.set_header("Location", "/")
-        return ""
+        return _see_other("/")
 
     @app.post("/logout")
     @guard.require("page")
@@ -52,14 +50,18 @@ def install(app, context):
         if session is not None:
             context.sessions.end(session.id)
         guard.clear_cookie(bottle.response)
-        bottle.response.status = 303
-        bottle.response.set_header("Location", "/login")
-        return ""
+        return _see_other("/login")
 
     @app.get("/")
     @guard.require("page")
     def overview():
         return template(context, "overview", title="Overview")
+
+
+def _see_other(path):
+    bottle.response.status = 303
+    bottle.response.set_header("Location", path)
+    return ""
 
 
 def _accepted(context, address, user, password):

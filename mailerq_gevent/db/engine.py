@@ -30,7 +30,7 @@ import os
 
 import gevent
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool, StaticPool
 
 from mailerq_gevent import logs
@@ -59,6 +59,16 @@ def make_engine(url, connect_timeout=CONNECT_TIMEOUT):
         engine = _server_engine(parsed, connect_timeout)
     log.debug("db.engine", url=redact_url(str(url)), dialect=engine.dialect.name)
     return engine
+
+
+def from_source(source):
+    """An Engine from a ``database`` URL, an Engine, or a callable returning one
+    (what the reloader and the statistics take, so tests can hand in theirs)."""
+    if isinstance(source, str):
+        return make_engine(source)
+    if isinstance(source, Engine):
+        return source
+    return source()
 
 
 def describe_error(error):

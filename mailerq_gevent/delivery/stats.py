@@ -32,7 +32,6 @@ import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 from sqlalchemy import bindparam, select
-from sqlalchemy.engine import Engine
 
 from mailerq_gevent import logs
 from mailerq_gevent.db import engine as db_engine
@@ -157,12 +156,7 @@ class Stats:
 
     def _get_engine(self):
         if self._engine is None:
-            if isinstance(self._source, str):
-                self._engine = db_engine.make_engine(self._source)
-            elif isinstance(self._source, Engine):
-                self._engine = self._source
-            else:
-                self._engine = self._source()
+            self._engine = db_engine.from_source(self._source)
         return self._engine
 
 
