@@ -33,6 +33,7 @@ bench: $(VENV)/.test
 	$(VENV)/bin/python bench/inject.py
 	$(VENV)/bin/python bench/relay.py
 	$(VENV)/bin/python bench/throttle.py
+	$(VENV)/bin/python bench/backlog.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
