@@ -309,3 +309,52 @@ def test_the_headers_property_changes_the_mime_before_signing(world):
     wait_until(lambda: len(w.sink.messages) == 1)
     data = w.sink.messages[0].data
     assert data.startswith(b"X-Mailer: mq\r\n") and b"Message-ID" not in data
+
+
+# -- RabbitMQ ---------------------------------------------------------------------
+
+def test_delivery_over_rabbitmq_with_a_retry_through_its_delay_queue(tmp_path, rabbit_url):
+    """The same engine on RabbitMQ: delivered, and a 4xx retried through the
+    ``<queue>.delay.<s>`` holding queue back into the outbox."""
+    import uuid
+
+    from mailerq_gevent.broker import Broker, codec
+    from mailerq_gevent.connections import ConnectionBudget
+    from mailerq_gevent.db import load
+    from mailerq_gevent.delivery.engine import DeliveryEngine
+    from mailerq_gevent import config
+    from tests.delivery_support import numbered
+    tag = uuid.uuid4().hex[:8]
+    outbox, retry = "t_outbox_" + tag, "t_retry_" + tag
+    sink = SmtpSink().start()
+    conf = config.defaults().replace(rabbitmq_address=rabbit_url, rabbitmq_outbox=outbox,
+                                     rabbitmq_results="", rabbitmq_success="",
+                                     rabbitmq_failure="", rabbitmq_retry=retry,
+                                     rabbitmq_dsn="", smtp_hostname="mta.test")
+    broker = Broker(rabbit_url)
+    broker.start([outbox, retry])
+    snapshot = load.build_snapshot(numbered({"dns": [
+        {"domain": "example.test", "address": "127.0.0.1:%d" % sink.port, "priority": 1}]}))
+    engine = DeliveryEngine(conf, broker, lambda: snapshot, ConnectionBudget(),
+                            make_resolver(None), command_timeout=5, connect_timeout=5).start()
+    try:
+        message = {"envelope": "a@origin.test", "recipient": "b@example.test",
+                   "mime": MIME.decode()}
+        broker.publish(outbox, codec.encode(message))
+        wait_until(lambda: len(sink.messages) == 1)
+        sink.fault("rcpt", "451 4.3.0 later")
+        broker.publish(outbox, codec.encode(dict(message, retries=[1])))
+        wait_until(lambda: broker.depth(retry) == 1)
+        sink.clear_faults()
+        wait_until(lambda: len(sink.messages) == 2, timeout=20)   # back after ~1 s
+        wait_until(lambda: broker.depth(outbox) == 0)
+    finally:
+        engine.stop(5)
+        for name in (outbox, retry):
+            try:
+                broker.publisher._with_retry(broker.publisher._single, "delete",
+                                             lambda slot, n=name: slot.channel().queue_delete(n))
+            except Exception:  # noqa: BLE001 - cleanup only
+                pass
+        broker.stop(5)
+        sink.stop()
