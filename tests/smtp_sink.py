@@ -168,7 +168,8 @@ class _Conversation:
 
     def data(self):
         if not self.recipients:
-            return self.reply("data-sequence", "503 5.5.1 no recipients")
+            self.reply("data-sequence", "503 5.5.1 no recipients")
+            return True
         if not self.reply("data", "354 go ahead"):
             self.reset()
             return True

@@ -3,6 +3,7 @@ loopback, for each outcome, the result queues, throttles, pausing, routing,
 connection reuse, TLS, DKIM and flood responses."""
 
 import dkim
+import gevent
 import pytest
 
 from mailerq_gevent import certificates, signing
@@ -358,3 +359,49 @@ def test_delivery_over_rabbitmq_with_a_retry_through_its_delay_queue(tmp_path, r
                 pass
         broker.stop(5)
         sink.stop()
+
+
+def test_a_pipelining_server_gets_rset_mail_rcpt_and_data_in_one_write(world):
+    """RFC 2920: the commands of a transaction go together; the replies are
+    read in order; a refused recipient does not desynchronise the session.
+    A forwarder between the engine and the sink records what each write held."""
+    import socket as sockets
+
+    from gevent.server import StreamServer
+    w = world()
+    chunks = []
+
+    def forward(client, _address):
+        upstream = sockets.create_connection(("127.0.0.1", w.sink.port))
+
+        def pump(source, target, record):
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    target.close()
+                    return
+                if record:
+                    chunks.append(data)
+                target.sendall(data)
+        back = gevent.spawn(pump, upstream, client, False)
+        pump(client, upstream, True)
+        back.join(5)
+    proxy = StreamServer(("127.0.0.1", 0), forward)
+    proxy.start()
+    w.set_rows({"dns": [{"domain": "example.test", "priority": 1,
+                         "address": "127.0.0.1:%d" % proxy.server_port}]})
+    try:
+        w.inject()
+        wait_until(lambda: w.count("success") == 1)
+        w.sink.fault("rcpt", "550 5.1.1 no such user")
+        w.inject()
+        wait_until(lambda: w.count("failure") == 1)
+        w.sink.clear_faults()
+        w.inject()
+        wait_until(lambda: w.count("success") == 2)
+    finally:
+        proxy.stop(1)
+    together = [c for c in chunks if b"MAIL FROM:" in c]
+    assert len(together) == 3 and all(b"RCPT TO:" in c and b"DATA\r\n" in c for c in together)
+    assert together[1].startswith(b"RSET\r\n") and together[2].startswith(b"RSET\r\n")
+    assert w.sink.connections == 1 and len(w.sink.messages) == 2
