@@ -232,7 +232,7 @@ def test_an_outgoing_conversation_is_recorded_through_the_engine(tmp_path):
     assert conversation.peer == "127.0.0.1:%d" % world.sink.port
     assert texts[:2] == ["220 sink.test ESMTP sink", "ehlo mta.test"]
     assert texts[2].startswith("250-sink.test\n250-8BITMIME")
-    assert "mail FROM:<sender@origin.test>" in texts and "rcpt TO:<rcpt@example.test>" in texts
+    assert "MAIL FROM:<sender@origin.test>" in texts and "RCPT TO:<rcpt@example.test>" in texts
     assert texts[texts.index("data") + 1] == "354 go ahead"
     assert texts[-2:] == ["quit", "221 2.0.0 bye"] and conversation.ended
     [sent] = conversation.messages
