@@ -1,6 +1,8 @@
 """The console's login, sessions, CSRF and origin checks, and the headers on
 every answer: against the real server with a real HTTP client."""
 
+import pytest
+
 from tests.console_support import PASSWORD, USER, console  # noqa: F401 - the fixture
 
 
@@ -122,3 +124,33 @@ def test_https_serves_the_console_and_http_redirects_to_it(tmp_path):
         assert login.status_code == 303 and "Secure" in login.headers["Set-Cookie"]
     finally:
         c.stop()
+
+
+def test_www_connections_bounds_the_requests_served_at_once(console):  # noqa: F811
+    """A client that holds its connection open takes the one slot; the next is
+    not served until that slot is free again."""
+    import socket
+
+    import requests
+    c = console(www_connections=1)
+    holder = socket.create_connection(("127.0.0.1", c.port))
+    holder.sendall(b"GET /login HTTP/1.1\r\nHost: x\r\n")       # headers never finished
+    try:
+        with pytest.raises(requests.exceptions.Timeout):
+            requests.get(c.url + "/login", timeout=1)
+    finally:
+        holder.close()
+    assert requests.get(c.url + "/login", timeout=10).status_code == 200
+
+
+def test_www_dir_serves_the_views_and_assets_from_elsewhere(console, tmp_path):  # noqa: F811
+    import shutil
+
+    from mailerq_gevent.console.app import PACKAGE_ROOT
+    other = tmp_path / "www"
+    shutil.copytree(PACKAGE_ROOT + "/views", other / "views")
+    (other / "static" / "css").mkdir(parents=True)
+    (other / "static" / "css" / "console.css").write_text("/* from www-dir */")
+    c = console(www_dir=str(other))
+    assert c.client().get(c.url + "/static/css/console.css", timeout=10).text == \
+        "/* from www-dir */"
