@@ -11,6 +11,7 @@ before it reaches a logger).
 """
 
 import logging
+import re
 import sys
 import time
 
@@ -25,9 +26,12 @@ LEVELS = {
 }
 
 
+_NEEDS_QUOTES = re.compile(r'[ "=\t\r\n]')
+
+
 def _quote(value):
-    text = str(value)
-    if text == "" or any(c in text for c in ' "=\t\r\n'):
+    text = value if type(value) is str else str(value)
+    if text == "" or _NEEDS_QUOTES.search(text):
         escaped = text.replace("\\", "\\\\").replace('"', '\\"')
         escaped = escaped.replace("\r", "\\r").replace("\n", "\\n")
         return '"%s"' % escaped
@@ -36,9 +40,8 @@ def _quote(value):
 
 def format_event(event, fields):
     """Return ``event=<event> k=v ...`` for one log line."""
-    parts = ["event=" + _quote(event)]
-    parts.extend("%s=%s" % (key, _quote(value)) for key, value in fields.items())
-    return " ".join(parts)
+    return " ".join(["event=" + _quote(event)] +
+                    [key + "=" + _quote(value) for key, value in fields.items()])
 
 
 class EventLogger:
@@ -49,6 +52,10 @@ class EventLogger:
 
     def _emit(self, level, event, fields, exc_info=False):
         logger = self.logger
+        if not exc_info and _direct is not None and _direct.takes(logger):
+            if logger.isEnabledFor(level):
+                _direct.write(level, logger.name, format_event(event, fields))
+            return
         if logger.isEnabledFor(level):
             # the record is made here, without logging's search of the call
             # stack for the caller (the format does not show it): a daemon
@@ -76,9 +83,15 @@ class EventLogger:
         self._emit(logging.ERROR, event, fields, exc_info=True)
 
 
+_direct = None      # the handler ``setup`` installed: lines go straight to it when they may
+
+
 def get(name):
     """Return the event logger for module ``name``."""
     return EventLogger(name)
+
+
+FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
 
 
 class _Formatter(logging.Formatter):
@@ -87,11 +100,14 @@ class _Formatter(logging.Formatter):
     _second, _stamp = None, ""
 
     def formatTime(self, record, datefmt=None):
-        second = int(record.created)
+        return self.stamp(record.created)
+
+    def stamp(self, created):
+        second = int(created)
         if second != self._second:
             self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S",
                                                              time.localtime(second))
-        return "%s,%03d" % (self._stamp, record.msecs)
+        return "%s,%03d" % (self._stamp, (created - second) * 1000)
 
 
 class BufferedHandler(logging.StreamHandler):
@@ -111,7 +127,30 @@ class BufferedHandler(logging.StreamHandler):
         except Exception:  # noqa: BLE001 - logging must never raise (as logging itself)
             self.handleError(record)
             return
-        if record.levelno >= logging.WARNING or len(self._pending) >= self.limit:
+        self._written(record.levelno)
+
+    def takes(self, logger):
+        """Whether a line of ``logger`` would reach this handler and nothing else
+        (no handler or filter of its own on the way to the root)."""
+        root = logging.root
+        if len(root.handlers) != 1 or root.handlers[0] is not self:
+            return False
+        while logger is not root:
+            if logger.handlers or logger.filters or not logger.propagate:
+                return False
+            logger = logger.parent
+        return True
+
+    def write(self, level, name, message):
+        """The line ``emit`` would write for a record, made without the record:
+        logging's LogRecord (thread, process, caller) costs more than the line."""
+        self._pending.append("%s level=%s logger=%s %s%s" % (
+            self.formatter.stamp(time.time()), logging.getLevelName(level), name, message,
+            self.terminator))
+        self._written(level)
+
+    def _written(self, level):
+        if level >= logging.WARNING or len(self._pending) >= self.limit:
             self.flush()
         elif self._timer is None:
             self._timer = gevent.get_hub().loop.timer(self.interval)
@@ -132,12 +171,13 @@ class BufferedHandler(logging.StreamHandler):
 
 def setup(level="info", stream=None):
     """Configure the root logger: ``time level logger event=... k=v`` lines."""
+    global _direct
     handler = BufferedHandler(stream or sys.stderr)
-    handler.setFormatter(_Formatter("%(asctime)s level=%(levelname)s logger=%(name)s "
-                                    "%(message)s"))
+    handler.setFormatter(_Formatter(FORMAT))
     # the format shows no thread or process: do not look them up for every
     # record (under gevent a thread lookup makes a dummy thread per greenlet)
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
+    _direct = handler
