@@ -19,11 +19,11 @@ wake-ups are ``store.Store``'s; this module maps kombu's calls onto it:
 """
 
 import itertools
-import json
 import socket
 from queue import Empty
 from time import monotonic
 
+import orjson
 from kombu.transport import virtual
 
 from mailerq_gevent.broker import store as stores
@@ -94,7 +94,7 @@ class Channel(virtual.Channel):
     def _put(self, queue, message, **kwargs):
         not_before = float((message.get("headers") or {}).pop(NOT_BEFORE, 0) or 0)
         body = message.pop("body")
-        row = (queue, json.dumps(message), body, not_before)
+        row = (queue, orjson.dumps(message).decode(), body, not_before)
         if self._tx is None:
             self.store.put(*row)
         else:
@@ -105,7 +105,7 @@ class Channel(virtual.Channel):
         if item is None:
             raise Empty()
         message_id, envelope, body, redelivered = item
-        message = json.loads(envelope)
+        message = orjson.loads(envelope)
         message["body"] = body
         properties = message["properties"]
         properties["delivery_tag"] = message_id

@@ -26,7 +26,6 @@ import calendar
 import email.utils
 import functools
 import ipaddress
-import json
 from datetime import datetime, timezone
 
 from mailerq_gevent.broker import codec
@@ -95,7 +94,7 @@ class _Mimes:
     def get(self, with_results):
         if with_results not in self._made:
             results = self.checks.header(self.authserv_id) if with_results else b""
-            self._made[with_results] = json.dumps(
+            self._made[with_results] = codec.encode_text(
                 (self.trace + results + self.content).decode("utf-8", "surrogateescape"))
         return self._made[with_results]
 
