@@ -282,3 +282,24 @@ def test_a_writer_only_store_takes_no_lock_and_the_owner_still_does(tmp_path):
     finally:
         for each in writers + [owner]:
             each.close()
+
+
+def test_commits_wake_consumers_only_of_the_queues_they_reach(queue_url, broker):
+    b = broker()
+    b.publisher.declare("other")
+    got = []
+    consumer = b.consume("q", lambda delivery: (got.append(delivery.body), delivery.ack()))
+    from mailerq_gevent.broker import store as stores
+    from mailerq_gevent.broker.embedded import store_path
+    owner = stores.acquire(store_path(queue_url))
+    try:
+        wait_until(lambda: owner.consumed["q"] == 1)
+        arrival = owner.arrival()
+        b.publish("other", b"{}")           # nobody consumes it: nobody is woken
+        assert not arrival.is_set()
+        b.publish("q", b'{"n": 1}')
+        wait_until(lambda: got == [b'{"n": 1}'])
+        consumer.stop(5)
+        assert "q" not in owner.consumed
+    finally:
+        stores.release(owner)

@@ -80,6 +80,23 @@ class Channel(virtual.Channel):
     def store(self):
         return self.connection.store
 
+    def basic_consume(self, queue, *args, **kwargs):
+        super().basic_consume(queue, *args, **kwargs)
+        self.store.consumed[queue] += 1     # its commits wake consumers; others need not
+
+    def basic_cancel(self, consumer_tag):      # also what close() does for each consumer
+        queue = self._tag_to_queue.get(consumer_tag) if consumer_tag in self._consumers else None
+        super().basic_cancel(consumer_tag)
+        if queue is not None:
+            self._unconsume(queue)
+
+    def _unconsume(self, queue):
+        store = self.connection.store
+        if store is not None:
+            store.consumed[queue] -= 1
+            if store.consumed[queue] <= 0:
+                del store.consumed[queue]
+
     def tx_select(self):
         self._tx = []
 

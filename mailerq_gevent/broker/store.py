@@ -81,6 +81,7 @@ class Store:
         self._db = self._reader = None
         self._thread = None
         self._queues = {}           # name -> _QueueState
+        self.consumed = collections.Counter()   # queue -> consumers (commits to others wake none)
         self._inflight = {}         # id -> (queue, envelope, body)
         self._puts = []             # ([(queue, envelope, body, not_before)...], AsyncResult)
         self._acks = []
@@ -315,7 +316,8 @@ class Store:
             return
         if due is not None:
             self._schedule(due)
-        if ready:
+        consumed = self.consumed
+        if ready and any(row[0] in consumed for row in ready):
             self.wake_consumers()
 
     def _reclaim(self):
