@@ -68,7 +68,7 @@ class Publisher:
         if not items:
             return 0
         pool = self._single if len(items) == 1 else self._tx
-        self._with_retry(pool, "publish to %s" % items[0][0],
+        self._with_retry(pool, ("publish to %s", items[0][0]),
                          lambda slot: self._send_all(slot, items, pool.transactional))
         return len(items)
 
@@ -93,13 +93,20 @@ class Publisher:
 
     def _with_retry(self, pool, what, action, retry=True):
         """Run ``action(slot)`` on a pooled connection within the timeout; a
-        broken connection is replaced and, if ``retry``, the action run once more."""
+        broken connection is replaced and, if ``retry``, the action run once more.
+        ``what`` (text, or ``(format, argument)``) names it in errors only."""
         for attempt in (1, 2):
             slot = pool.take()
             fresh = slot.conn is None or self.embedded
+            timeout = gevent.Timeout(self.timeout)
+            timeout.start()
             try:
-                with gevent.Timeout(self.timeout, BrokerError(what, self.name, self.timeout)):
-                    return action(slot)
+                return action(slot)
+            except gevent.Timeout as exc:
+                pool.discard(slot)
+                if exc is not timeout:
+                    raise
+                raise BrokerError(_what(what), self.name, self.timeout) from None
             except BrokerError:
                 pool.discard(slot)
                 raise
@@ -107,9 +114,11 @@ class Publisher:
                 pool.discard(slot)
                 self._declared.clear()
                 if not retry or fresh or attempt == 2 or _is_refusal(exc):
-                    raise BrokerError("%s: %s" % (what, _reason(exc))) from exc
-                log.warning("broker.publish_retry", what=what, error=exc.__class__.__name__)
+                    raise BrokerError("%s: %s" % (_what(what), _reason(exc))) from exc
+                log.warning("broker.publish_retry", what=_what(what),
+                            error=exc.__class__.__name__)
             finally:
+                timeout.close()
                 pool.give(slot)
 
     def _send_all(self, slot, items, transactional):
@@ -149,6 +158,10 @@ class Publisher:
             holding(slot.channel()).declare()
             self._declared[holding.name] = time.monotonic()
         return holding.name
+
+
+def _what(what):
+    return what[0] % what[1] if isinstance(what, tuple) else what
 
 
 def _item(queue, body, delay=0.0, headers=None):
