@@ -13,6 +13,7 @@ address can be queued and dealt with later (seed 002, "Validating email
 addresses"). Non-ASCII needs SMTPUTF8 in both modes.
 """
 
+import functools
 import ipaddress
 import re
 
@@ -132,7 +133,10 @@ def validate(address, mode="strict", utf8=False):
     validate_domain(domain)
 
 
+@functools.lru_cache(maxsize=65536)
 def validate_domain(domain):
+    """None for a good domain (or address literal), else AddressError; the
+    answers are kept, as the same few domains come back message after message."""
     if domain.startswith("[") and domain.endswith("]"):
         return _literal(domain[1:-1])
     labels = domain[:-1].split(".") if domain.endswith(".") else domain.split(".")
