@@ -24,7 +24,8 @@ import gevent
 from gevent.pool import Group
 from gevent.server import StreamServer
 
-from mailerq_gevent import logs
+from mailerq_gevent import logs, netinfo
+from mailerq_gevent.settings import canonical_ip
 from mailerq_gevent.smtpd import addresses, message, reply
 from mailerq_gevent.smtpd.protection import FailedLogins
 from mailerq_gevent.smtpd.session import Session, ShuttingDown
@@ -164,19 +165,8 @@ def listen_all(conf, reuse_port=False):
     their own socket to the same port and the kernel shares the connections
     out evenly among them.
     """
-    return ([(_listen(conf.smtp_ip, port, reuse_port), False) for port in conf.smtp_port] +
-            [(_listen(conf.smtp_ip, port, reuse_port), True) for port in conf.smtp_secure_port])
-
-
-def _listen(ip, port, reuse_port=False):
-    options = dict(backlog=BACKLOG, reuse_port=reuse_port)
-    if ip:
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        return socket.create_server((ip, port), family=family, **options)
-    if socket.has_dualstack_ipv6():
-        return socket.create_server(("::", port), family=socket.AF_INET6,
-                                    dualstack_ipv6=True, **options)
-    return socket.create_server(("0.0.0.0", port), **options)
+    return ([(netinfo.listen(conf.smtp_ip, port, BACKLOG, reuse_port), False) for port in conf.smtp_port] +
+            [(netinfo.listen(conf.smtp_ip, port, BACKLOG, reuse_port), True) for port in conf.smtp_secure_port])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -187,12 +177,10 @@ def _in_networks(ip, networks):
     return any(address in network for network in networks)
 
 
-@functools.lru_cache(maxsize=4096)
 def _plain_ip(text):
-    """``::ffff:1.2.3.4`` (a v4 client on a dual-stack socket) -> ``1.2.3.4``."""
-    address = ipaddress.ip_address(text.split("%")[0])
-    mapped = getattr(address, "ipv4_mapped", None)
-    return str(mapped or address)
+    """``::ffff:1.2.3.4`` (a v4 client on a dual-stack socket) -> ``1.2.3.4``;
+    a scope (``fe80::1%eth0``) is left out."""
+    return canonical_ip(text.split("%")[0])
 
 
 def _refuse(sock):
