@@ -154,3 +154,10 @@ def test_www_dir_serves_the_views_and_assets_from_elsewhere(console, tmp_path): 
     c = console(www_dir=str(other))
     assert c.client().get(c.url + "/static/css/console.css", timeout=10).text == \
         "/* from www-dir */"
+
+
+def test_the_https_redirect_keeps_the_host_the_browser_asked_for():
+    from mailerq_gevent.console.app import _host_of
+    assert [_host_of(h) for h in ("mq.example:8485", "mq.example", "192.0.2.1:80",
+                                  "[2001:db8::1]:8485", "[2001:db8::1]")] == \
+        ["mq.example", "mq.example", "192.0.2.1", "[2001:db8::1]", "[2001:db8::1]"]

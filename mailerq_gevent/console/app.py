@@ -17,19 +17,19 @@ start (the log says why).
 
 import json
 import os
-import socket
 from dataclasses import dataclass, field
 
 import bottle
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from mailerq_gevent import logs
+from mailerq_gevent import logs, netinfo
 from mailerq_gevent.console import security
 from mailerq_gevent.console.sessions import LoginThrottle, Sessions
 
 log = logs.get(__name__)
 
+BACKLOG = 128
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -72,17 +72,16 @@ def make_app(context):
     app.route("/static/<path:path>", "GET", lambda path: _static(context, path))
     for module in (pages, api, tables, live, render):
         module.install(app, context)
-    app.error(404)(_not_found)
-    app.error(405)(_not_found)
+
+    def not_found(error):
+        """JSON for the API (scripts read it), this app's own error page otherwise."""
+        if bottle.request.path.startswith("/api/"):
+            bottle.response.content_type = "application/json"
+            return json.dumps({"error": "%s: %s" % (error.status_line, bottle.request.path)})
+        return app.default_error_handler(error)
+    app.error(404)(not_found)
+    app.error(405)(not_found)
     return app
-
-
-def _not_found(error):
-    """JSON for the API (scripts read it), Bottle's page otherwise."""
-    if bottle.request.path.startswith("/api/"):
-        bottle.response.content_type = "application/json"
-        return json.dumps({"error": "%s: %s" % (error.status_line, bottle.request.path)})
-    return bottle.Bottle.default_error_handler(bottle.default_app(), error)
 
 
 def _static(context, path):
@@ -118,15 +117,15 @@ class ConsoleServer:
         pool = Pool(conf.www_connections or None)
         self.servers = []
         if conf.www_secure_port and tls_context is not None:
-            self.servers.append(WSGIServer(_listener(conf.www_ip, conf.www_secure_port), app,
+            self.servers.append(WSGIServer(netinfo.listen(conf.www_ip, conf.www_secure_port, BACKLOG), app,
                                            spawn=pool, handler_class=_Handler,
                                            ssl_context=tls_context))
             if conf.www_port is not None:
-                self.servers.append(WSGIServer(_listener(conf.www_ip, conf.www_port),
+                self.servers.append(WSGIServer(netinfo.listen(conf.www_ip, conf.www_port, BACKLOG),
                                                _redirect_to(conf), spawn=pool,
                                                handler_class=_Handler))
         elif conf.www_port is not None:
-            self.servers.append(WSGIServer(_listener(conf.www_ip, conf.www_port), app,
+            self.servers.append(WSGIServer(netinfo.listen(conf.www_ip, conf.www_port, BACKLOG), app,
                                            spawn=pool, handler_class=_Handler))
 
     @property
@@ -145,25 +144,20 @@ class ConsoleServer:
             server.stop(timeout=min(timeout, 5.0))
 
 
-def _listener(ip, port):
-    if ip:
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        return socket.create_server((ip, port), family=family, backlog=128)
-    if socket.has_dualstack_ipv6():
-        return socket.create_server(("::", port), family=socket.AF_INET6,
-                                    dualstack_ipv6=True, backlog=128)
-    return socket.create_server(("0.0.0.0", port), backlog=128)
-
-
 def _redirect_to(conf):
     """A WSGI app that sends every plain-HTTP request to the HTTPS port."""
     def app(environ, start_response):
-        host = (environ.get("HTTP_HOST") or conf.www_host or "localhost").rsplit(":", 1)[0]
-        if host.startswith("[") is False and ":" in host:
-            host = "[%s]" % host
+        host = _host_of(environ.get("HTTP_HOST") or conf.www_host or "localhost")
         target = "https://%s:%d%s" % (host, conf.www_secure_port,
                                       environ.get("PATH_INFO", "/") or "/")
         start_response("301 Moved Permanently", [("Location", target),
                                                   ("Content-Length", "0")])
         return [b""]
     return app
+
+
+def _host_of(header):
+    """The host of a Host header without its port: ``name``, ``1.2.3.4``, ``[::1]``."""
+    if header.startswith("["):
+        return header[:header.find("]") + 1] or header
+    return header.partition(":")[0]
