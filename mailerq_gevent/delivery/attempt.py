@@ -69,11 +69,10 @@ class Job:
 
 class _Slots:
     """The connection's throttle slot and its share of ``smtp-connections-out``,
-    counted in ``Attempts.connections`` while held."""
+    counted in ``Attempts.open_to`` while held."""
 
     def __init__(self, slot, attempts, server):
         self.slot, self.attempts, self.server = slot, attempts, server
-        attempts.connections += 1
         attempts.open_to[server] = attempts.open_to.get(server, 0) + 1
 
     def release(self):
@@ -82,7 +81,6 @@ class _Slots:
             self.slot = None
             attempts = self.attempts
             attempts.budget.release_outbound()
-            attempts.connections -= 1
             attempts.open_to[self.server] -= 1
             if not attempts.open_to[self.server]:
                 del attempts.open_to[self.server]
@@ -98,10 +96,14 @@ class Attempts:
         self.signer, self.hostname, self.tls_context = signer, hostname, tls_context
         self.command_timeout, self.connect_timeout = command_timeout, connect_timeout
         self.clock = clock
-        self.connections = 0    # outgoing connections open now (busy or idle)
         self.open_to = {}       # (localip, ip, port) -> connections open to that server
         self._waiters = {}      # (localip, domain) -> greenlets waiting for a connection
         self._opened_at = {}    # (localip, ip, port) -> when the last connection to it was opened
+
+    @property
+    def connections(self):
+        """Outgoing connections open now (busy or idle)."""
+        return sum(self.open_to.values())
 
     def run(self, job):
         """The deciding ``Attempt``, or ``Throttled``; see the module docstring."""
