@@ -144,9 +144,10 @@ class BufferedHandler(logging.StreamHandler):
     def write(self, level, name, message):
         """The line ``emit`` would write for a record, made without the record:
         logging's LogRecord (thread, process, caller) costs more than the line."""
-        self._pending.append("%s level=%s logger=%s %s%s" % (
-            self.formatter.stamp(time.time()), logging.getLevelName(level), name, message,
-            self.terminator))
+        self._pending.append(FORMAT % {
+            "asctime": self.formatter.stamp(time.time()),
+            "levelname": logging.getLevelName(level), "name": name, "message": message,
+        } + self.terminator)
         self._written(level)
 
     def _written(self, level):
