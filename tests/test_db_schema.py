@@ -117,6 +117,27 @@ def test_instances_starting_together_both_succeed(engine, db_url):
     assert OURS <= set(inspect(engine).get_table_names())
 
 
+def test_an_instance_waits_while_another_holds_the_schema_lock(engine):
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite's DDL is transactional: no advisory lock is taken")
+    holder = engine.connect()
+    lock, unlock = {
+        "postgresql": ("SELECT pg_advisory_lock(%d)" % schema.LOCK_KEY,
+                       "SELECT pg_advisory_unlock(%d)" % schema.LOCK_KEY),
+        "mysql": ("SELECT GET_LOCK('%s', 5)" % schema.LOCK_NAME,
+                  "SELECT RELEASE_LOCK('%s')" % schema.LOCK_NAME)}[engine.dialect.name]
+    try:
+        holder.exec_driver_sql(lock)
+        job = gevent.spawn(schema.ensure_schema, engine)
+        gevent.sleep(0.5)
+        assert not job.ready()
+        assert not OURS & set(inspect(engine).get_table_names())
+        holder.exec_driver_sql(unlock)
+        assert sorted(job.get(timeout=30)) == sorted(("table", name) for name in OURS)
+    finally:
+        holder.close()
+
+
 def test_purge_empties_our_tables_and_leaves_others_alone(engine):
     schema.ensure_schema(engine)
     with engine.begin() as conn:

@@ -9,10 +9,17 @@ tables in the same database are left alone.
 
 Both work on SQLite, PostgreSQL and MySQL/MariaDB. Each table is checked in
 its own transaction. Several instances starting at once against one server
-race to create the same table or column; the loser's error is answered by
-checking that table once more.
+would race to create the same table, column or index, and MySQL's DDL is not
+transactional (a table exists before its indexes do), so the instances take
+turns: on PostgreSQL and MySQL an advisory lock of the server
+(``pg_advisory_lock`` / ``GET_LOCK``) is held around the whole check. Should
+the lock not be had (a server that refuses it, an instance of an older
+version racing without it), a failed check is looked at again a few times.
 """
 
+import contextlib
+
+import gevent
 from sqlalchemy import exc, inspect
 from sqlalchemy.schema import CreateColumn
 
@@ -22,36 +29,87 @@ from mailerq_gevent.db.engine import describe_error
 
 log = logs.get(__name__)
 
+LOCK_NAME = "mailerq_gevent.schema"
+LOCK_KEY = 0x6D71736368656D61      # "mqschema": pg_advisory_lock's bigint key
+LOCK_TIMEOUT = 60                  # seconds another instance may hold it
+ATTEMPTS = 4
+
 
 def ensure_schema(engine):
     """Create missing tables, columns and indexes. Returns the changes made,
     as ``(kind, name)`` pairs (``("table", "capacity")``,
     ``("column", "capacity.secure")``, ``("index", "ix_ips_hostname")``)."""
     changes = []
-    for table in tables.metadata.sorted_tables:
-        changes.extend(_ensure_one(engine, table))
+    with _schema_lock(engine):
+        for table in tables.metadata.sorted_tables:
+            changes.extend(_ensure_one(engine, table))
     log.info("db.schema_checked", tables=len(tables.metadata.tables), changes=len(changes))
     return changes
 
 
 def purge(engine):
     """Drop every table of ours and create them anew, empty."""
-    tables.metadata.drop_all(engine, checkfirst=True)
-    tables.metadata.create_all(engine, checkfirst=True)
+    with _schema_lock(engine):
+        tables.metadata.drop_all(engine, checkfirst=True)
+        tables.metadata.create_all(engine, checkfirst=True)
     log.info("db.purged", tables=len(tables.metadata.tables))
+
+
+@contextlib.contextmanager
+def _schema_lock(engine):
+    """Hold the server's advisory lock for schema changes (nothing on SQLite,
+    whose DDL is transactional and whose writers are serialised anyway)."""
+    dialect = engine.dialect.name
+    if dialect not in ("postgresql", "mysql"):
+        yield
+        return
+    with engine.connect() as conn:
+        held = _take_lock(conn, dialect)
+        try:
+            yield
+        finally:
+            if held:
+                _release_lock(conn, dialect)
+
+
+def _take_lock(conn, dialect):
+    try:
+        if dialect == "postgresql":   # a wait past the timeout raises
+            conn.exec_driver_sql("SET statement_timeout = %d" % (LOCK_TIMEOUT * 1000))
+            conn.exec_driver_sql("SELECT pg_advisory_lock(%d)" % LOCK_KEY)
+            return True
+        got = conn.exec_driver_sql("SELECT GET_LOCK('%s', %d)" % (LOCK_NAME, LOCK_TIMEOUT)).scalar()
+        if got != 1:
+            log.warning("db.schema_lock", state="timeout", timeout=LOCK_TIMEOUT)
+        return got == 1
+    except exc.DBAPIError as error:
+        name, detail = describe_error(error)
+        log.warning("db.schema_lock", state="unavailable", error=name, detail=detail)
+        return False
+
+
+def _release_lock(conn, dialect):
+    if dialect == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_unlock(%d)" % LOCK_KEY)
+    else:
+        conn.exec_driver_sql("SELECT RELEASE_LOCK('%s')" % LOCK_NAME)
+    conn.rollback()
 
 
 def _ensure_one(engine, table):
     """Check one table in its own transaction; on an error (most likely another
-    instance made the same change meanwhile) look once more."""
-    try:
-        with engine.begin() as conn:
-            return _ensure_table(conn, table)
-    except exc.DBAPIError as error:
-        name, detail = describe_error(error)
-        log.warning("db.schema_retry", table=table.name, error=name, detail=detail)
-    with engine.begin() as conn:
-        return _ensure_table(conn, table)
+    instance made the same change meanwhile) look again, a few times."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with engine.begin() as conn:
+                return _ensure_table(conn, table)
+        except exc.DBAPIError as error:
+            if attempt == ATTEMPTS:
+                raise
+            name, detail = describe_error(error)
+            log.warning("db.schema_retry", table=table.name, error=name, detail=detail,
+                        attempt=attempt)
+            gevent.sleep(0.05 * attempt)
 
 
 def _ensure_table(conn, table):
