@@ -1,9 +1,10 @@
 """The SMTP listeners (seed 002): every ``smtp-port`` and ``smtp-secure-port``.
 
-One ``gevent.server.StreamServer`` per port, on ``smtp-ip`` or, when that is
-empty, on every address (IPv6 and IPv4 through one dual-stack socket where
-the host has IPv6). Ports on ``smtp-secure-port`` speak TLS from the first
-byte. Each connection is one greenlet running a ``Session``; it must first
+One listening socket per port (``listener.Listener``), on ``smtp-ip`` or,
+when that is empty, on every address (IPv6 and IPv4 through one dual-stack
+socket where the host has IPv6). Ports on ``smtp-secure-port`` speak TLS from
+the first byte. Each connection is one greenlet (reused from one connection
+to the next, ``listener.Runners``) running a ``Session``; it must first
 get an inbound slot of the ``ConnectionBudget`` (``smtp-connections``,
 ``smtp-connections-in``), and a client that finds the server full gets
 ``421`` at once while the sessions already open carry on.
@@ -21,12 +22,11 @@ import ipaddress
 import socket
 
 import gevent
-from gevent.pool import Group
-from gevent.server import StreamServer
 
 from mailerq_gevent import logs, netinfo
 from mailerq_gevent.settings import canonical_ip
 from mailerq_gevent.smtpd import addresses, message, reply
+from mailerq_gevent.smtpd.listener import Listener, Runners
 from mailerq_gevent.smtpd.protection import FailedLogins
 from mailerq_gevent.smtpd.session import Session, ShuttingDown
 
@@ -54,9 +54,9 @@ class SMTPServer:
         self.stopping = False
         self._open = {}             # greenlet -> its Session
         self.auth_failure_delay = AUTH_FAILURE_DELAY
-        self._servers = []
+        self._servers = []          # (Listener, secure)
         self._listeners = listeners
-        self._sessions = Group()
+        self._sessions = Runners(self._handle)
         self._names = {}
         self._ips = {}              # local address -> outgoing ips (the server's are few)
 
@@ -70,8 +70,7 @@ class SMTPServer:
         if self.conf.smtp_secure_port and self.tls_context is None:
             raise ValueError("smtp-secure-port needs TLS")
         for listener, secure in self._listeners or listen_all(self.conf):
-            handle = self._handle_secure if secure else self._handle
-            server = StreamServer(listener, handle, spawn=self._sessions.spawn)
+            server = Listener(listener, self._sessions, secure)
             server.start()
             self._servers.append((server, secure))
             log.info("smtp.listening", address=listener.getsockname()[0],
@@ -85,13 +84,14 @@ class SMTPServer:
         for server, _ in self._servers:
             server.close()
         self._servers = []
-        for greenlet, session in list(self._open.items()):
+        for runner, session in list(self._open.items()):
             if session.idle:
-                greenlet.kill(ShuttingDown, block=False)
+                self._sessions.throw(runner, ShuttingDown, still=lambda s=session: s.idle)
         self._sessions.join(timeout)
         if len(self._sessions):
             log.warning("smtp.sessions_cut", count=len(self._sessions))
             self._sessions.kill(timeout=5)
+        self._sessions.close()
 
     def sessions(self):
         """The sessions open now (for the console)."""
@@ -103,8 +103,6 @@ class SMTPServer:
         if not self.budget.try_inbound():
             _refuse(sock)
             return
-        # replies are buffered and flushed once per pipelined group: no Nagle delay
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = Session(self, sock, _plain_ip(address[0]), _plain_ip(sock.getsockname()[0]),
                           implicit_tls=secure)
         self._open[gevent.getcurrent()] = session
@@ -113,9 +111,6 @@ class SMTPServer:
         finally:
             del self._open[gevent.getcurrent()]
             self.budget.release_inbound()
-
-    def _handle_secure(self, sock, address):
-        self._handle(sock, address, secure=True)
 
     # -- policy ---------------------------------------------------------------
 
