@@ -181,6 +181,24 @@ def test_concurrent_publishers_are_grouped_into_few_commits(broker, monkeypatch)
     assert sorted(collect(mine, "q", 2000)) == list(range(2000))
 
 
+def test_a_batch_larger_than_one_statement_is_stored_and_acked_whole(queue_url, broker):
+    """Rows go in as multi-row INSERTs and acks as DELETE ... IN, CHUNK at a
+    time: a commit of more than a CHUNK of each keeps every message, in order."""
+    mine = broker()
+    count = store.CHUNK * 2 + 17
+    mine.publisher.publish_many([("q", {"n": n}) for n in range(count)])
+    mine.publisher.publish_many([("q", {"n": count + n}, 60) for n in range(store.CHUNK + 3)])
+    assert collect(mine, "q", count) == list(range(count))
+    mine.stop(5)
+    import sqlite3
+    with sqlite3.connect(queue_url[len("sqlite:///"):]) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM delayed").fetchone()[0] == store.CHUNK + 3
+        ids = [row[0] for row in conn.execute("SELECT id FROM delayed ORDER BY id")]
+        assert ids == list(range(ids[0], ids[0] + store.CHUNK + 3))
+        assert conn.execute("SELECT next FROM sequence").fetchone()[0] == ids[-1] + 1
+
+
 def test_a_second_process_cannot_open_the_same_file(queue_url, broker, tmp_path):
     broker()
     code = ("from mailerq_gevent.broker import Broker, BrokerError\n"

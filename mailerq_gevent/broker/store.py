@@ -37,6 +37,7 @@ owner's read cursor never skips a row. Every kombu connection of the process sha
 
 import collections
 import fcntl
+import functools
 import os
 import sqlite3
 import time
@@ -51,6 +52,7 @@ log = logs.get(__name__)
 
 READ_AHEAD = 256        # rows read from disk per queue at a time
 MAX_BATCH = 2000        # messages per commit at most
+CHUNK = 500             # rows per INSERT / ids per DELETE statement (SQLite allows 32,766 values)
 RECLAIM_EVERY = 10.0    # seconds between checks for free pages to give back
 RECLAIM_MIN, RECLAIM_STEP = 256, 2048   # pages (16 KB): start at 4 MB free, 32 MB a step
 SCHEMA = (
@@ -349,24 +351,24 @@ class Store:
         return self._thread.apply(function, args)
 
     def _write(self, ready, delayed, acks):
+        # A statement per table, not per row: each SQLite call gives up the GIL
+        # and takes it back from the event loop's thread, which stalls it
         with _transaction(self._db, self._writing) as db:
             first = _take_ids(db, len(ready) + len(delayed))
             if ready:
-                db.executemany("INSERT INTO messages (id, queue, envelope, body)"
-                               " VALUES (?, ?, ?, ?)",
-                               [(first + n,) + row for n, row in enumerate(ready)])
+                _insert(db, "messages (id, queue, envelope, body)",
+                        [(first + n,) + row for n, row in enumerate(ready)])
             if delayed:
                 first += len(ready)
-                db.executemany("INSERT INTO delayed (id, queue, not_before, envelope, body)"
-                               " VALUES (?, ?, ?, ?, ?)",
-                               [(first + n,) + row for n, row in enumerate(delayed)])
+                _insert(db, "delayed (id, queue, not_before, envelope, body)",
+                        [(first + n,) + row for n, row in enumerate(delayed)])
             if acks:
-                db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in acks])
+                _delete_ids(db, "messages", acks)
 
     def _purge_rows(self, queue, cursor, ids):
         with _transaction(self._db, self._writing) as db:
             db.execute("DELETE FROM messages WHERE queue = ? AND id > ?", (queue, cursor))
-            db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
+            _delete_ids(db, "messages", ids)
             db.execute("DELETE FROM delayed WHERE queue = ?", (queue,))
 
     # -- delayed messages ---------------------------------------------------
@@ -404,10 +406,9 @@ class Store:
     def _move(self, rows):
         with _transaction(self._db, self._writing) as db:
             first = _take_ids(db, len(rows))
-            db.executemany("INSERT INTO messages (id, queue, envelope, body)"
-                           " VALUES (?, ?, ?, ?)",
-                           [(first + n,) + row[1:] for n, row in enumerate(rows)])
-            db.executemany("DELETE FROM delayed WHERE id = ?", [(row[0],) for row in rows])
+            _insert(db, "messages (id, queue, envelope, body)",
+                    [(first + n,) + row[1:] for n, row in enumerate(rows)])
+            _delete_ids(db, "delayed", [row[0] for row in rows])
 
 
 def _split(puts):
@@ -423,11 +424,34 @@ def _split(puts):
 
 
 def _take_ids(db, count):
-    """The first of ``count`` new ids (inside a write transaction)."""
-    first = db.execute("SELECT next FROM sequence").fetchone()[0]
-    if count:
-        db.execute("UPDATE sequence SET next = ?", (first + count,))
-    return first
+    """The first of ``count`` new ids (inside a write transaction); None for none."""
+    if not count:
+        return None
+    return db.execute("UPDATE sequence SET next = next + ? RETURNING next",
+                      (count,)).fetchall()[0][0] - count
+
+
+def _insert(db, into, rows):
+    """``INSERT INTO <into> VALUES (...), (...)``: up to CHUNK rows a statement."""
+    width = len(rows[0])
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start:start + CHUNK]
+        db.execute(_statement("INSERT INTO %s VALUES " % into, width, len(chunk)),
+                   [value for row in chunk for value in row])
+
+
+def _delete_ids(db, table, ids):
+    """``DELETE FROM <table> WHERE id IN (...)``: up to CHUNK ids a statement."""
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start:start + CHUNK]
+        db.execute(_statement("DELETE FROM %s WHERE id IN " % table, len(chunk), 1), chunk)
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(head, width, count):
+    """``head`` followed by ``count`` groups of ``width`` placeholders."""
+    group = "(" + ", ".join("?" * width) + ")"
+    return head + ", ".join([group] * count)
 
 
 class _QueueState:
