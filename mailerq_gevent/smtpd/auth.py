@@ -12,7 +12,7 @@ import binascii
 
 from mailerq_gevent.smtpd import reply
 
-MECHANISMS = ("PLAIN", "LOGIN")
+MECHANISMS = reply.AUTH_MECHANISMS   # what EHLO offers (reply.ehlo)
 USERNAME_PROMPT = base64.b64encode(b"Username:").decode()
 PASSWORD_PROMPT = base64.b64encode(b"Password:").decode()
 

@@ -157,8 +157,10 @@ def _rfc5322_date(second):
     return email.utils.format_datetime(datetime.fromtimestamp(second, timezone.utc))
 
 
+@functools.lru_cache(maxsize=1024)
 def _clean(text):
-    """The HELO name as a header may show it: no control characters, bounded."""
+    """The HELO name as a header may show it: no control characters, bounded
+    (kept: a client says the same name in each of its sessions)."""
     return "".join(c if c.isprintable() and c not in "()\\" else "?" for c in text[:255])
 
 

@@ -6,6 +6,9 @@ tests compare against these bytes.
 """
 
 
+import functools
+
+
 class Reply:
     __slots__ = ("code", "enhanced", "text", "close", "_wire")
 
@@ -54,6 +57,27 @@ class Reply:
 def multiline(code, lines):
     """A reply of several lines without enhanced codes (the EHLO response)."""
     return Reply(code, "", "\n".join(lines))
+
+
+AUTH_MECHANISMS = ("PLAIN", "LOGIN")
+
+
+@functools.lru_cache(maxsize=64)
+def greeting(host):
+    """The 220 greeting for ``host`` (made once per name, encoded once)."""
+    return GREETING.format(host=host)
+
+
+@functools.lru_cache(maxsize=64)
+def ehlo(host, max_size, starttls, with_auth):
+    """The EHLO response: ``host`` and the extensions offered (made once per combination)."""
+    offered = [host, "PIPELINING", "SIZE %d" % max_size, "8BITMIME", "SMTPUTF8",
+               "ENHANCEDSTATUSCODES", "DSN"]
+    if starttls:
+        offered.append("STARTTLS")
+    if with_auth:
+        offered.append("AUTH " + " ".join(AUTH_MECHANISMS))
+    return multiline(250, offered)
 
 
 GREETING = Reply(220, "", "{host} ESMTP mailerq-gevent")

@@ -110,7 +110,7 @@ class Session:
         if self.wire.buffered():
             log.info("smtp.sync_error", client=self.peer_ip, stage="before greeting")
             return reply.SYNC_ERROR
-        return reply.GREETING.format(host=self.hostname)
+        return reply.greeting(self.hostname)
 
     def _read_proxy_header(self):
         """Take the real addresses from the PROXY header; a bad one ends the connection."""
@@ -201,16 +201,10 @@ class Session:
         self.helo, self.esmtp, self.envelope = name, esmtp, None
         if not esmtp:
             return reply.HELO.format(host=self.hostname)
-        return reply.multiline(250, [self.hostname] + self.extensions())
-
-    def extensions(self):
-        offered = ["PIPELINING", "SIZE %d" % self.max_size, "8BITMIME", "SMTPUTF8",
-                   "ENHANCEDSTATUSCODES", "DSN"]
-        if self.server.tls_context is not None and not self.tls:
-            offered.append("STARTTLS")
-        if self.server.authenticator is not None and self.user is None and self._may_auth():
-            offered.append("AUTH " + " ".join(auth.MECHANISMS))
-        return offered
+        starttls = self.server.tls_context is not None and not self.tls
+        with_auth = (self.server.authenticator is not None and self.user is None and
+                     self._may_auth())
+        return reply.ehlo(self.hostname, self.max_size, starttls, with_auth)
 
     def _may_auth(self):
         if self.tls:
