@@ -12,7 +12,8 @@ Each kept message is a ``Received`` with ``sender``, ``recipients``, ``data``
 ``greeting_delay`` and ``data_delay`` (seconds) slow the greeting and the
 reply to the final dot. ``tls`` (an ``ssl.SSLContext``) makes it offer STARTTLS; ``starttls_count``
 counts the upgrades. ``advertise`` lists the EHLO keywords (8BITMIME,
-PIPELINING, SMTPUTF8, SIZE by default). The sink writes nothing to disk.
+PIPELINING, SMTPUTF8, SIZE by default). ``commands`` keeps every MAIL and RCPT
+line as it came. The sink writes nothing to disk.
 """
 
 import collections
@@ -37,6 +38,7 @@ class SmtpSink:
         self.open = 0               # open now
         self.max_open = 0           # most open at once
         self.starttls_count = 0
+        self.commands = []          # every MAIL and RCPT line, as it came
         self.faults = {}
         self.arrived = Event()
         self._server = StreamServer((host, port), self._handle)
@@ -124,6 +126,8 @@ class _Conversation:
             return self.ehlo(verb)
         if verb == "STARTTLS" and self.sink.tls is not None and not self.tls:
             return self.starttls()
+        if verb in ("MAIL", "RCPT"):
+            self.sink.commands.append("%s %s" % (verb, arg))
         if verb == "MAIL":
             self.sender = arg.partition(":")[2].split(" ")[0].strip("<>")
             return self.reply("mail", "250 2.1.0 ok") or self.reset() or True

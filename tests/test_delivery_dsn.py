@@ -154,3 +154,23 @@ def test_an_internationalised_recipient():
     raw = dsn.build_dsn(message(recipient="jörg@bücher.example"), failed(), MTA, NOW)
     per_recipient = status_blocks(parse(raw))[1]
     assert per_recipient["Final-Recipient"] == "utf-8; jörg@bücher.example"
+
+
+# -- passing DSN parameters on to the next hop (RFC 3461 §6.2) ----------------------
+
+@pytest.mark.parametrize("given, mail, rcpt", [
+    ({"notify": "SUCCESS,FAILURE", "ret": "hdrs", "envid": "QQ314159",
+      "orcpt": "rfc822;b@example.org"},
+     ["RET=HDRS", "ENVID=QQ314159"], ["NOTIFY=FAILURE,SUCCESS", "ORCPT=rfc822;b@example.org"]),
+    ({"notify": ["delay"], "orcpt": "ann+x@example.com", "envid": "a b=c"},      # raw text
+     ["ENVID=a+20b+3Dc"], ["NOTIFY=DELAY", "ORCPT=rfc822;ann+2Bx@example.com"]),
+    ({"orcpt": "rfc822;ann+2Bx@example.com"},                                    # xtext already
+     [], ["ORCPT=rfc822;ann+2Bx@example.com"]),
+    ({"notify": "NEVER"}, [], ["NOTIFY=NEVER"]),
+    ({"notify": "NEVER,SUCCESS", "ret": "ALL", "orcpt": "bad type;x@example.com"}, [], []),
+    ({"orcpt": "utf-8;jürgen@example.de", "envid": "x" * 101}, [], []),          # left out
+    ({"orcpt": "utf-8;j\\x{FC}rgen@example.de"}, [], ["ORCPT=utf-8;j\\x{FC}rgen@example.de"]),
+    (None, [], []),
+])
+def test_smtp_parameters_for_the_next_hop(given, mail, rcpt):
+    assert dsn.smtp_parameters(given) == (mail, rcpt)

@@ -266,6 +266,26 @@ def test_messages_are_signed_with_the_matching_dkim_key(world):
     assert mail_dkim.verify(data, {"s1._domainkey.origin.test": txt}).results == ["pass"]
 
 
+def test_dsn_parameters_are_passed_on_to_a_next_hop_that_offers_dsn(world):
+    """RFC 3461 §6.2: RET and ENVID on MAIL, NOTIFY and ORCPT on RCPT, as xtext."""
+    sink = SmtpSink(advertise=("PIPELINING", "8BITMIME", "DSN")).start()
+    w = world(sink=sink)
+    w.inject(dsn={"notify": "SUCCESS,FAILURE", "ret": "HDRS", "envid": "QQ 314159",
+                  "orcpt": "rfc822;Ann+list@example.test"})
+    wait_until(lambda: len(sink.messages) == 1)
+    assert sink.commands == [
+        "MAIL FROM:<sender@origin.test> RET=HDRS ENVID=QQ+20314159",
+        # a plain "+" is not xtext: it goes as +2B
+        "RCPT TO:<rcpt@example.test> NOTIFY=FAILURE,SUCCESS ORCPT=rfc822;Ann+2Blist@example.test"]
+
+
+def test_dsn_parameters_are_left_out_for_a_next_hop_without_dsn(world):
+    w = world()
+    w.inject(dsn={"notify": "NEVER", "ret": "FULL", "envid": "QQ314159"})
+    wait_until(lambda: len(w.sink.messages) == 1)
+    assert w.sink.commands == ["MAIL FROM:<sender@origin.test>", "RCPT TO:<rcpt@example.test>"]
+
+
 def test_an_8bit_message_to_a_server_without_8bitmime_is_reencoded_and_still_verifies(world):
     private, txt = signing.generate_key("rsa-sha256")
     sink = SmtpSink(advertise=("PIPELINING",)).start()

@@ -27,7 +27,8 @@ import time
 
 
 from mailerq_gevent import logs, signing
-from mailerq_gevent.delivery import headers as header_changes, mime as mime_module, routing
+from mailerq_gevent.delivery import dsn as dsn_module, headers as header_changes
+from mailerq_gevent.delivery import mime as mime_module, routing
 from mailerq_gevent.delivery.sender import Attempt, Connection
 
 log = logs.get(__name__)
@@ -230,9 +231,13 @@ class Attempts:
             options.append("SMTPUTF8")
         if eight_bit and conn.supports("8bitmime"):
             options.append("BODY=8BITMIME")
+        rcpt_options = ()
+        if job.message.get("dsn") and conn.supports("dsn"):    # RFC 3461 §6.2: pass them on
+            mail_dsn, rcpt_options = dsn_module.smtp_parameters(job.message["dsn"])
+            options += mail_dsn
         data = mime_module.prepare(raw, eight_bit_ok=conn.supports("8bitmime"))
         data = self._sign(job, data)
-        return conn.send(job.envelope, job.recipient, data, options)
+        return conn.send(job.envelope, job.recipient, data, options, rcpt_options)
 
     def _sign(self, job, data):
         settings, extra = job.settings, job.message.get("dkim")

@@ -17,6 +17,11 @@ own, and returning every bounced newsletter whole only costs bandwidth. A
 
 ``dsn_message`` wraps it in the queue JSON for ``rabbitmq-dsn``, with a null
 envelope sender so that a DSN never causes another one.
+
+``smtp_parameters`` turns the same ``dsn`` property into the ESMTP parameters
+a relay passes on to a next hop that offers DSN (RFC 3461 §4, §6.2): RET and
+ENVID on MAIL, NOTIFY and ORCPT on RCPT. ENVID and ORCPT travel as xtext; a
+value that arrived over SMTP is xtext already and goes on as it came.
 """
 
 import email
@@ -40,6 +45,59 @@ INTROS = {"delivered": "Your message was successfully delivered to the recipient
 MAX_FULL = 10 * 1024 * 1024
 _STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+
+
+_IS_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*\Z")
+_ADDRESS_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+NOTIFY_WORDS = {"SUCCESS", "FAILURE", "DELAY"}
+MAX_ENVID, MAX_ORCPT = 100, 500     # RFC 3461 §4.4, §4.2
+
+
+def smtp_parameters(dsn):
+    """``(MAIL parameters, RCPT parameters)`` for a next hop offering DSN, from
+    the message's ``dsn`` property; a value that cannot be sent as RFC 3461
+    allows is left out rather than have the next hop refuse the message."""
+    dsn = dsn if isinstance(dsn, dict) else {}
+    mail, rcpt = [], []
+    ret = str(dsn.get("ret") or "").strip().upper()
+    if ret in ("FULL", "HDRS"):
+        mail.append("RET=" + ret)
+    envid = _xtext(str(dsn.get("envid") or "").strip())
+    if envid and len(envid) <= MAX_ENVID:
+        mail.append("ENVID=" + envid)
+    wanted = notify({"dsn": dsn})
+    if wanted and (wanted == {"NEVER"} or wanted <= NOTIFY_WORDS):
+        rcpt.append("NOTIFY=" + ",".join(sorted(wanted)))
+    orcpt = _orcpt(str(dsn.get("orcpt") or "").strip())
+    if orcpt and len(orcpt) <= MAX_ORCPT:
+        rcpt.append("ORCPT=" + orcpt)
+    return mail, rcpt
+
+
+def _orcpt(value):
+    """``addr-type;xtext`` (an address without a type is rfc822). Only rfc822
+    addresses are encoded here; another type (utf-8 has an encoding of its
+    own, RFC 6533) goes on only when it is valid as it stands."""
+    if not value:
+        return ""
+    kind, sep, address = value.partition(";")
+    if not sep:
+        kind, address = "rfc822", value
+    kind, address = kind.strip(), address.strip()
+    if not address or not _ADDRESS_TYPE.match(kind):
+        return ""
+    if kind.lower() != "rfc822":
+        return "%s;%s" % (kind, address) if _IS_XTEXT.match(address) else ""
+    return "%s;%s" % (kind, _xtext(address))
+
+
+def _xtext(text):
+    """RFC 3461 §4 xtext: kept when it is xtext already, else encoded (octets
+    outside ``!``..``~``, and ``+`` and ``=``, as ``+XX``)."""
+    if _IS_XTEXT.match(text):
+        return text
+    return "".join(chr(octet) if 33 <= octet <= 126 and octet not in (43, 61) else
+                   "+%02X" % octet for octet in text.encode("utf-8"))
 
 
 def notify(message):

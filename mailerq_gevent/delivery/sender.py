@@ -178,8 +178,9 @@ class Connection:
     def supports(self, keyword):
         return self.smtp is not None and self.smtp.has_extn(keyword)
 
-    def send(self, envelope, recipient, mime, options=()):
-        """MAIL, RCPT, DATA for one recipient: the Attempt of the step that decided."""
+    def send(self, envelope, recipient, mime, options=(), rcpt_options=()):
+        """MAIL (with ``options``), RCPT (with ``rcpt_options``), DATA for one
+        recipient: the Attempt of the step that decided."""
         reset, self.sent = self.sent > 0, self.sent + 1
         smtp = self.smtp
         if "SMTPUTF8" in options:
@@ -188,7 +189,7 @@ class Connection:
         # parses every address again (RFC 5322 parsing, costly per message):
         # these addresses were validated when the message was queued
         mail = "MAIL FROM:%s%s" % (_path(envelope), "".join(" " + o for o in options))
-        rcpt = "RCPT TO:%s" % _path(recipient)
+        rcpt = "RCPT TO:%s%s" % (_path(recipient), "".join(" " + o for o in rcpt_options))
         try:
             if smtp.has_extn("pipelining") and self.conversation is None:
                 attempt = self._pipelined(reset, mail, rcpt, mime)
