@@ -13,7 +13,10 @@ counter), else tests/smtp_sink.py in a child printing the same counter.
 
 Rows (each MTA started afresh per run; runs interleaved across rows):
 ``daemon`` (``python -m mailerq_gevent``, embedded queue, SMTP publishing
-straight to the outbox, ``relay`` to the sink, no result queues); the
+straight to the outbox, ``relay`` to the sink, no result queues;
+``smtp-threads`` one per CPU unless ``--smtp-threads`` says otherwise, as the
+MailerQ document recommends, so SMTP sessions and delivery use every core as
+Postfix's processes do); the
 ``--variants`` ``rabbitmq`` (queues named for the run, deleted after; skipped
 when unreachable), ``dkim`` (RSA-2048 ``dkim_keys`` and ``dkim_patterns``
 rows for the sender's domain seeded before start; an extra 5-message run to
@@ -388,7 +391,9 @@ def parse_args(argv):
     add("--generator", choices=("auto", "smtp-source", "smtpload"), default="auto")
     add("--sink", choices=("auto", "smtp-sink", "project"), default="auto")
     add("--procs", type=int, default=smtpload.DEFAULT_PROCS, help="smtpload processes")
-    add("--smtp-threads", type=int, default=1)
+    add("--smtp-threads", type=int, default=os.cpu_count() or 1,
+        help="the daemon's smtp-threads (default: one per CPU, as MailerQ recommends; "
+             "1 runs it in a single process)")
     add("--log-level", default="info")
     add("--json", action="store_true")
     add("--sink-child", type=int, help=argparse.SUPPRESS)

@@ -117,9 +117,8 @@ def test_instances_starting_together_both_succeed(engine, db_url):
     assert OURS <= set(inspect(engine).get_table_names())
 
 
-def test_an_instance_waits_while_another_holds_the_schema_lock(engine):
-    if engine.dialect.name == "sqlite":
-        pytest.skip("SQLite's DDL is transactional: no advisory lock is taken")
+@pytest.mark.parametrize("db_url", ["postgresql", "mysql"], indirect=True)  # not SQLite,
+def test_an_instance_waits_while_another_holds_the_schema_lock(engine):  # whose DDL is transactional
     holder = engine.connect()
     lock, unlock = {
         "postgresql": ("SELECT pg_advisory_lock(%d)" % schema.LOCK_KEY,
