@@ -24,6 +24,7 @@ import socket
 import ssl
 
 import gevent
+from greenlet import getcurrent
 
 RECV_SIZE = 65536
 PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
@@ -52,7 +53,10 @@ class Wire:
         self.sock, self.timeout = sock, timeout
         self._buffer = bytearray()
         self._out = []
-        self._line_timer = gevent.Timeout(timeout, ReadTimeout)    # reused for every line
+        # libev timers, not gevent.Timeout: its start and cancel are Python, and
+        # run for every command a client sends; this one serves every line
+        self._loop = gevent.get_hub().loop
+        self._line_timer = self._loop.timer(timeout, priority=-1)
 
     # -- writing --------------------------------------------------------------
 
@@ -74,7 +78,7 @@ class Wire:
         end = self._buffer.find(b"\n")
         if end >= 0:                       # pipelined: already here, no timer needed
             return self._take_line(end, limit)
-        self._line_timer.start()
+        self._line_timer.start(getcurrent().throw, ReadTimeout, update=True)
         try:
             start = len(self._buffer)
             while True:
@@ -87,16 +91,16 @@ class Wire:
                     return self._take_line(end, limit)
                 start = len(self._buffer)
         finally:
-            self._line_timer.cancel()
+            self._line_timer.stop()
 
     def read_exactly(self, count):
         """``count`` bytes (a PROXY header), within the timeout."""
-        self._line_timer.start()
+        self._line_timer.start(getcurrent().throw, ReadTimeout, update=True)
         try:
             while len(self._buffer) < count:
                 self._fill()
         finally:
-            self._line_timer.cancel()
+            self._line_timer.stop()
         data = bytes(self._buffer[:count])
         del self._buffer[:count]
         return data
@@ -167,8 +171,12 @@ class Wire:
         elif timeout <= 0:
             raise ReadTimeout()
         else:
-            with gevent.Timeout(timeout, ReadTimeout):
+            timer = self._loop.timer(timeout, priority=-1)
+            timer.start(getcurrent().throw, ReadTimeout, update=True)
+            try:
                 chunk = self.sock.recv(RECV_SIZE)
+            finally:
+                timer.close()
         if not chunk:
             raise Closed()
         self._buffer += chunk
