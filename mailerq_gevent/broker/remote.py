@@ -9,6 +9,9 @@ crosses this channel is small:
   embedded queue, so the daemon's consumers read what arrived (and its timer
   knows of a delayed message due at ``t``) without polling the file;
 * daemon -> worker ``{"reload": true}`` when the settings change;
+* worker -> daemon ``{"auth_failed": ip}`` for each failed login, and daemon ->
+  worker ``{"block": ip, "seconds": s}`` when the failures of all workers
+  together shut an address out (``smtp-protection``);
 * the end of the channel: a worker whose daemon is gone stops (nothing it
   accepts could be delivered), and the daemon restarts a worker that died.
 
@@ -98,9 +101,9 @@ class FrameSocket:
 class Control:
     """The worker's side: reload notices in, commit notices out, the daemon's death."""
 
-    def __init__(self, sock, on_reload=None):
+    def __init__(self, sock, on_reload=None, on_block=None):
         self.channel = FrameSocket(sock)
-        self.on_reload = on_reload
+        self.on_reload, self.on_block = on_reload, on_block
         self._notice, self._due = None, None
         self.reader = gevent.spawn(self._read)
 
@@ -114,6 +117,13 @@ class Control:
         if self._notice is None:
             self._notice = gevent.spawn_later(NOTICE_DELAY, self._send_notice)
 
+    def auth_failed(self, ip):
+        """Report a failed login from ``ip`` to the daemon, which counts all workers'."""
+        try:
+            self.channel.send(json.dumps({"auth_failed": ip}).encode())
+        except ChannelClosed:
+            pass
+
     def _send_notice(self):
         due, self._due, self._notice = self._due, None, None
         try:
@@ -124,8 +134,11 @@ class Control:
     def _read(self):
         try:
             while True:
-                if json.loads(self.channel.receive()).get("reload") and self.on_reload:
+                notice = json.loads(self.channel.receive())
+                if notice.get("reload") and self.on_reload:
                     gevent.spawn(self.on_reload)
+                if notice.get("block") and self.on_block:
+                    self.on_block(str(notice["block"]), float(notice.get("seconds") or 0))
         except (ChannelClosed, OSError):
             pass
         finally:
@@ -136,14 +149,17 @@ class Control:
         self.channel.close()
 
 
-def serve_channel(channel, on_commit):
+def serve_channel(channel, on_commit, on_auth_failed=None):
     """The daemon's side for one worker: ``on_commit(due)`` for every commit
-    notice. Returns when the worker closes its end."""
+    notice, ``on_auth_failed(ip)`` for every failed login. Returns when the
+    worker closes its end."""
     try:
         while True:
             for frame in channel.receive_all():
                 notice = json.loads(frame)
                 if notice.get("committed"):
                     on_commit(notice.get("due"))
+                if notice.get("auth_failed") and on_auth_failed is not None:
+                    on_auth_failed(str(notice["auth_failed"]))
     except (ChannelClosed, OSError, ValueError):
         pass

@@ -4,6 +4,12 @@ Every failed AUTH is counted per client address over a sliding window; an
 address with ``LIMIT`` failures within ``WINDOW`` seconds is blocked for
 ``COOL_DOWN`` seconds (new connections get 421 and are closed). The table is
 bounded: the oldest entries go first when it is full. The clock is injectable.
+
+With ``smtp-threads`` above 1 each worker process counts its own failures and
+also reports each one (``on_failure``) to the daemon, which counts them for
+all workers together and tells every worker to ``block`` an address that
+reached the limit across them (``smtpd/workers.py``): spreading the attempts
+over the workers is no way around the limit.
 """
 
 import collections
@@ -17,9 +23,9 @@ MAX_ADDRESSES = 100000
 
 class FailedLogins:
     def __init__(self, enabled=True, limit=LIMIT, window=WINDOW, cool_down=COOL_DOWN,
-                 clock=time.monotonic):
+                 clock=time.monotonic, on_failure=None):
         self.enabled, self.limit, self.window, self.cool_down = enabled, limit, window, cool_down
-        self.clock = clock
+        self.clock, self.on_failure = clock, on_failure
         self._failures = collections.OrderedDict()     # ip -> deque of times
         self._blocked = {}                             # ip -> until
 
@@ -36,6 +42,8 @@ class FailedLogins:
         """Count a failure; True when the address is now blocked."""
         if not self.enabled:
             return False
+        if self.on_failure is not None:
+            self.on_failure(ip)
         now = self.clock()
         times = self._failures.pop(ip, None) or collections.deque()
         times.append(now)
@@ -49,3 +57,14 @@ class FailedLogins:
             del self._failures[ip]
             return True
         return False
+
+    def block(self, ip, seconds):
+        """Shut ``ip`` out for ``seconds`` (the daemon's word, counted over all workers)."""
+        if self.enabled and seconds > 0:
+            self._blocked[ip] = max(self._blocked.get(ip, 0.0), self.clock() + seconds)
+            self._failures.pop(ip, None)
+
+    def blocks(self):
+        """``[(ip, seconds left)]`` of the addresses shut out now."""
+        now = self.clock()
+        return [(ip, until - now) for ip, until in self._blocked.items() if until > now]

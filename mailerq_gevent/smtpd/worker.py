@@ -57,6 +57,8 @@ def main(argv=None):
         store.write_for_owner(control.committed)     # the daemon owns the file
     broker = Broker.from_config(conf)
     server = _server(conf, args, broker, reloader)
+    # failed logins are counted over all the workers by the daemon, which says what to block
+    server.protection.on_failure, control.on_block = control.auth_failed, server.protection.block
     server.start()
     log.info("smtp.worker_started", index=args.index)
     stopping = Event()

@@ -12,8 +12,10 @@ once its own commit is done; the daemon hears of each commit to the file over
 the worker's channel (``broker.remote``) and wakes its consumers.
 
 The connection limits are shared out: each worker gets ``smtp-connections``
-and ``smtp-connections-in`` divided by the number of workers (rounded up),
-and counts its own failed logins (``smtp-protection``). A worker that dies is
+and ``smtp-connections-in`` divided by the number of workers (rounded up).
+Failed logins (``smtp-protection``) are counted by each worker and, for all of
+them together, here: an address that reaches the limit across the workers is
+blocked in every one (and in a worker started later). A worker that dies is
 started again after a second; ``stop`` asks every worker to finish
 (SIGTERM: stop accepting, finish what is in flight), waits, then kills.
 A worker whose daemon dies exits by itself (its channel closes).
@@ -30,6 +32,7 @@ import gevent
 
 from mailerq_gevent import logs
 from mailerq_gevent.broker import embedded, remote, store as stores
+from mailerq_gevent.smtpd.protection import FailedLogins
 from mailerq_gevent.smtpd.server import listen_all
 
 log = logs.get(__name__)
@@ -52,6 +55,7 @@ class WorkerPool:
         self.conf, self.broker, self.count, self.var_dir = conf, broker, count, var_dir
         self.workers = {}
         self.stopping = False
+        self.protection = FailedLogins(enabled=conf.smtp_protection)   # all workers' failures
 
     def start(self):
         ports = []
@@ -76,10 +80,20 @@ class WorkerPool:
 
     def _serve(self, worker, sock):
         worker.channel = remote.FrameSocket(sock)
+        for ip, seconds in self.protection.blocks():        # a restarted worker knows them too
+            _tell(worker, {"block": ip, "seconds": seconds})
         try:
-            remote.serve_channel(worker.channel, self._committed)
+            remote.serve_channel(worker.channel, self._committed, self._auth_failed)
         finally:
             worker.channel.close()
+
+    def _auth_failed(self, ip):
+        """A worker saw a failed login: count it with the others' and, when
+        that blocks the address, tell every worker."""
+        if self.protection.failed(ip):
+            log.warning("smtp.blocked", client=ip, seconds=self.protection.cool_down,
+                        reason="failed logins across the smtp-threads workers")
+            self._tell_all({"block": ip, "seconds": self.protection.cool_down})
 
     def _committed(self, due):
         """A worker committed to the embedded queue: wake our consumers."""
@@ -98,13 +112,11 @@ class WorkerPool:
 
     def settings_changed(self, snapshot=None):
         """Tell every worker to reload its settings now (a console edit, a cluster notice)."""
-        notice = json.dumps({"reload": True}).encode()
+        self._tell_all({"reload": True})
+
+    def _tell_all(self, notice):
         for worker in list(self.workers.values()):
-            if worker.channel is not None:
-                try:
-                    worker.channel.send(notice)
-                except (OSError, remote.ChannelClosed):
-                    pass
+            _tell(worker, notice)
 
     def stop(self, timeout=30.0):
         self.stopping = True
@@ -126,6 +138,14 @@ class WorkerPool:
             if worker.channel is not None:
                 worker.channel.close()
         self.workers = {}
+
+
+def _tell(worker, notice):
+    if worker.channel is not None:
+        try:
+            worker.channel.send(json.dumps(notice).encode())
+        except (OSError, remote.ChannelClosed):
+            pass
 
 
 def _signal(proc, signum):
