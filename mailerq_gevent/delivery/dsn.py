@@ -30,7 +30,7 @@ import email.utils
 import re
 from email.message import EmailMessage, Message, MIMEPart
 
-from mailerq_gevent.smtpd import headers
+from mailerq_gevent.smtpd import addresses, headers
 
 NOTIFY_FOR = {"success": "SUCCESS", "failure": "FAILURE", "retry": "DELAY", "delay": "DELAY"}
 ACTIONS = {"success": "delivered", "failure": "failed", "retry": "delayed", "delay": "delayed"}
@@ -49,7 +49,6 @@ _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 
 _IS_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})*\Z")
 _ADDRESS_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
-NOTIFY_WORDS = {"SUCCESS", "FAILURE", "DELAY"}
 MAX_ENVID, MAX_ORCPT = 100, 500     # RFC 3461 §4.4, §4.2
 
 
@@ -66,7 +65,7 @@ def smtp_parameters(dsn):
     if envid and len(envid) <= MAX_ENVID:
         mail.append("ENVID=" + envid)
     wanted = notify({"dsn": dsn})
-    if wanted and (wanted == {"NEVER"} or wanted <= NOTIFY_WORDS):
+    if wanted and addresses.valid_notify(wanted):
         rcpt.append("NOTIFY=" + ",".join(sorted(wanted)))
     orcpt = _orcpt(str(dsn.get("orcpt") or "").strip())
     if orcpt and len(orcpt) <= MAX_ORCPT:

@@ -109,6 +109,15 @@ def parse_params(text):
     return params
 
 
+NOTIFY_WORDS = {"SUCCESS", "FAILURE", "DELAY"}
+
+
+def valid_notify(words):
+    """Whether a set of upper-case NOTIFY keywords is one RFC 3461 §4.1 allows:
+    ``NEVER`` alone, or any of SUCCESS, FAILURE and DELAY."""
+    return words == {"NEVER"} or bool(words) and words <= NOTIFY_WORDS
+
+
 def split(address):
     """``local@domain`` -> ("local", "domain"); a bare name has domain ''."""
     local, at, domain = address.rpartition("@")

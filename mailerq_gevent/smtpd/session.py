@@ -36,7 +36,6 @@ AUTH_LIMIT = 12288              # RFC 4954 §4
 MAX_RECIPIENTS = 1000
 MAX_ERRORS = 20
 MAX_AUTH_FAILURES = 3
-NOTIFY_VALUES = {"SUCCESS", "FAILURE", "DELAY"}
 
 
 class ShuttingDown(BaseException):
@@ -296,7 +295,7 @@ class Session:
         for name, value in params.items():
             if name == "NOTIFY":
                 items = set((value or "").upper().split(","))
-                if not (items == {"NEVER"} or (items and items <= NOTIFY_VALUES)):
+                if not addresses.valid_notify(items):
                     return reply.BAD_PARAMETER.format(name=name)
             elif name == "ORCPT":
                 if not value or ";" not in value:
