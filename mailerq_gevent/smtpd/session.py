@@ -129,7 +129,7 @@ class Session:
         if self.conversation is not None:          # live view hook
             self.conversation.end()
         try:
-            self.wire.sock.close()
+            self.wire.close()
         except OSError:
             pass
 

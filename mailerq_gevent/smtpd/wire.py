@@ -17,6 +17,13 @@ Reading (RFC 5321 §4.5.3.1 limits):
 
 Writing: replies are buffered and sent when the server is about to wait for
 the client (so a pipelined group of commands gets its replies in one write).
+
+On a plain (not TLS) gevent socket the OS socket is read and written directly
+and the wait for input is on an io watcher of our own: gevent's ``recv``
+tries the socket first and waits only after the failed call, which is a
+system call and a Python exception for every command, since a client that
+does not pipeline says nothing until it has our reply. So once a reply has
+gone out, the next read waits for the socket to become readable first.
 """
 
 import select
@@ -24,6 +31,7 @@ import socket
 import ssl
 
 import gevent
+from gevent import socket as gsocket
 from greenlet import getcurrent
 
 RECV_SIZE = 65536
@@ -50,13 +58,35 @@ class TooBig(Exception):
 
 class Wire:
     def __init__(self, sock, timeout):
-        self.sock, self.timeout = sock, timeout
+        self.timeout = timeout
         self._buffer = bytearray()
         self._out = []
         # libev timers, not gevent.Timeout: its start and cancel are Python, and
         # run for every command a client sends; this one serves every line
-        self._loop = gevent.get_hub().loop
+        self._hub = gevent.get_hub()
+        self._loop = self._hub.loop
         self._line_timer = self._loop.timer(timeout, priority=-1)
+        self._readable = None
+        self._use(sock)
+
+    def _use(self, sock):
+        """Talk over ``sock``: its OS socket directly when it is a plain gevent one."""
+        self.sock = sock
+        if self._readable is not None:
+            self._readable.close()
+        if type(sock) is gsocket.socket:
+            self._raw = sock._sock          # non-blocking (gevent made it so)
+            self._readable = self._loop.io(sock.fileno(), 1)
+        else:
+            self._raw = self._readable = None
+        self._replied = False               # a reply went out since the last read
+
+    def close(self):
+        """Close the socket (and our watcher on it)."""
+        if self._readable is not None:
+            self._readable.close()
+            self._readable = None
+        self.sock.close()
 
     # -- writing --------------------------------------------------------------
 
@@ -67,7 +97,15 @@ class Wire:
         if self._out:
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
             self._out = []
-            sent = self.sock.send(data)     # a reply fits the socket buffer: one syscall
+            raw = self._raw
+            if raw is None:
+                sent = self.sock.send(data)
+            else:
+                self._replied = True
+                try:
+                    sent = raw.send(data)   # a reply fits the socket buffer: one syscall
+                except BlockingIOError:
+                    sent = 0
             if sent < len(data):
                 self.sock.sendall(data[sent:])
 
@@ -167,19 +205,40 @@ class Wire:
     def _fill(self, timeout=None):
         self.flush()
         if timeout is None:
-            chunk = self.sock.recv(RECV_SIZE)
+            chunk = self._recv()
         elif timeout <= 0:
             raise ReadTimeout()
         else:
             timer = self._loop.timer(timeout, priority=-1)
             timer.start(getcurrent().throw, ReadTimeout, update=True)
             try:
-                chunk = self.sock.recv(RECV_SIZE)
+                chunk = self._recv()
             finally:
                 timer.close()
         if not chunk:
             raise Closed()
         self._buffer += chunk
+
+    def _recv(self):
+        raw = self._raw
+        if raw is None:
+            return self.sock.recv(RECV_SIZE)
+        if self._replied:           # the client answers our reply: nothing to read yet
+            self._replied = False
+            self._wait_readable()
+        while True:
+            try:
+                return raw.recv(RECV_SIZE)
+            except BlockingIOError:
+                self._wait_readable()
+
+    def _wait_readable(self):
+        watcher = self._readable
+        watcher.start(getcurrent().switch)
+        try:
+            self._hub.switch()
+        finally:
+            watcher.stop()
 
     # -- TLS ------------------------------------------------------------------
 
@@ -192,7 +251,7 @@ class Wire:
         self.flush()
         self.discard_buffer()
         tls = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
-        self.sock = tls
+        self._use(tls)
         with gevent.Timeout(self.timeout, ReadTimeout):
             tls.do_handshake()
 
