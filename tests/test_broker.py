@@ -9,7 +9,8 @@ import kombu
 import pytest
 from gevent.event import Event
 
-from mailerq_gevent.broker import Broker, BrokerError, consumer as consumer_module, topology
+from mailerq_gevent.broker import Broker, BrokerError, topology
+from mailerq_gevent.broker import connection as connection_module, consumer as consumer_module
 from tests.waiting import wait_until
 
 
@@ -199,3 +200,36 @@ def test_publish_many_is_all_or_nothing(broker, request):
 def _stores():
     from mailerq_gevent.broker import store
     return store._open
+
+
+@pytest.mark.parametrize("exchange", ["", "mq"])
+def test_embedded_publish_stores_what_kombu_would(tmp_path, exchange):
+    """The publisher stores rows itself on the embedded queue (no kombu message
+    dicts): a row must be the one kombu's publish makes, but for the tag (the
+    row id replaces it when read)."""
+    import json
+    import sqlite3
+    path = tmp_path / "queue.sqlite"
+    made = Broker("sqlite:///%s" % path, exchange=exchange)
+    assert made.start(["inbox"])
+    try:
+        assert made.publish_many([("inbox", {"n": 1}, 0.0, {"x-tag": "a"}), ("inbox", b'{"n":2}')])
+        with kombu.Connection("sqlite:///%s" % path,
+                              transport=connection_module.embedded.Transport) as conn:
+            producer = conn.Producer()
+            for n, headers in ((3, {"x-tag": "a"}), (4, None)):
+                producer.publish(b'{"n":%d}' % n, exchange=topology.exchange(exchange),
+                                 routing_key="inbox", content_type="application/json",
+                                 content_encoding="utf-8", delivery_mode=2, headers=headers)
+    finally:
+        made.stop(5)
+    with sqlite3.connect(str(path)) as db:
+        rows = db.execute("SELECT envelope, body FROM messages ORDER BY id").fetchall()
+    envelopes = [json.loads(envelope) for envelope, _ in rows]
+    for envelope in envelopes:
+        del envelope["properties"]["delivery_tag"]
+    assert [json.loads(body)["n"] for _, body in rows] == [1, 2, 3, 4]
+    assert envelopes[0] == envelopes[2] and envelopes[1] == envelopes[3]
+    assert envelopes[0]["headers"] == {"x-tag": "a"}
+    assert envelopes[1]["properties"]["delivery_info"] == {"exchange": exchange,
+                                                          "routing_key": "inbox"}

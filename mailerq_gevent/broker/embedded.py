@@ -7,6 +7,8 @@ wake-ups are ``store.Store``'s; this module maps kombu's calls onto it:
 
 * ``basic_publish`` -> ``Store.put`` (returns when committed). A header
   ``x-not-before`` (epoch seconds) makes the message a delayed one.
+  ``Channel.store_all`` stores what a publish of each message and a
+  ``tx_commit`` would, without kombu's message dicts (the publisher's path).
 * the delivery tag of a message is its row id; ``ack`` deletes the row,
   ``reject(requeue=True)`` and channel close put it back in front.
 * ``drain_events`` waits on the store's arrival event instead of kombu's
@@ -18,14 +20,17 @@ wake-ups are ``store.Store``'s; this module maps kombu's calls onto it:
 ``memory://`` uses the same code on an in-memory SQLite database (tests).
 """
 
+import functools
 import itertools
 import socket
+import time
 from queue import Empty
 from time import monotonic
 
 import orjson
 from kombu.transport import virtual
 
+from mailerq_gevent.broker import codec
 from mailerq_gevent.broker import store as stores
 
 NOT_BEFORE = "x-not-before"
@@ -108,6 +113,17 @@ class Channel(virtual.Channel):
     def tx_rollback(self):
         self._tx = []
 
+    def store_all(self, items, exchange=""):
+        """Store ``(queue, body bytes, delay seconds, headers)`` items in one
+        transaction; returns once committed. The rows are those ``basic_publish``
+        of each item (to ``queue`` through ``exchange``, where every queue is
+        bound under its own name) and ``tx_commit`` would store."""
+        now = time.time()
+        self.store.put_many([
+            (queue, envelope(exchange, queue, headers), body,
+             now + delay if delay and delay > 0 else 0.0)
+            for queue, body, delay, headers in items])
+
     def _put(self, queue, message, **kwargs):
         not_before = float((message.get("headers") or {}).pop(NOT_BEFORE, 0) or 0)
         body = message.pop("body")
@@ -137,6 +153,26 @@ class Channel(virtual.Channel):
 
     def _delete(self, queue, *args, **kwargs):
         self.store.purge(queue)
+
+
+def envelope(exchange, queue, headers=None):
+    """The stored JSON of a message's kombu fields (``_put`` keeps all but the
+    body); the delivery tag is the row id, set when it is read (``_get``)."""
+    if not headers:
+        return _plain_envelope(exchange, queue)
+    return orjson.dumps(_envelope(exchange, queue, headers)).decode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_envelope(exchange, queue):
+    return orjson.dumps(_envelope(exchange, queue, {})).decode()
+
+
+def _envelope(exchange, queue, headers):
+    return {"content-encoding": codec.CONTENT_ENCODING, "content-type": codec.CONTENT_TYPE,
+            "headers": headers, "properties": {
+                "delivery_mode": 2, "delivery_info": {"exchange": exchange, "routing_key": queue},
+                "priority": 0, "body_encoding": None, "delivery_tag": 0}}
 
 
 class Transport(virtual.Transport):
