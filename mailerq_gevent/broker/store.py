@@ -133,6 +133,9 @@ class Store:
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            # a multi-row INSERT keeps a statement journal (to undo just that
+            # statement); on disk it was a temp file made and unlinked per commit
+            conn.execute("PRAGMA temp_store=MEMORY")
             conn.execute("PRAGMA journal_size_limit=%d" % (64 * 2 ** 20))
         for statement in SCHEMA:
             conn.execute(statement)
