@@ -27,7 +27,7 @@ import gevent
 from gevent.queue import Empty, Queue
 
 from mailerq_gevent import logs
-from mailerq_gevent.broker import codec, connection, embedded, topology
+from mailerq_gevent.broker import codec, connection, topology
 
 log = logs.get(__name__)
 
@@ -131,16 +131,10 @@ class Publisher:
             slot.channel().tx_commit()
 
     def _send(self, slot, queue, body, delay, headers):
-        if isinstance(body, dict):
-            body = codec.encode(body)
         exchange, routing_key = self.exchange, queue
-        if delay and delay > 0:
-            if self.embedded:
-                headers = dict(headers or {}, **{embedded.NOT_BEFORE: time.time() + delay})
-            else:
-                exchange, routing_key = "", self._declare_delay(slot, queue, delay)
-        if queue not in self._declared:
-            self._declare(slot, queue)
+        if delay and delay > 0:         # the embedded queue takes the delay in _store_all
+            exchange, routing_key = "", self._declare_delay(slot, queue, delay)
+        self._ensure_declared(slot, queue)
         # kombu's channel API, not its Producer: the body is encoded already and
         # nothing of the Producer's generality (serializers, retries) is wanted here
         channel = slot.channel()
@@ -153,11 +147,12 @@ class Publisher:
         """The embedded queue: all the items in one commit, past kombu's message
         dicts (the SMTP server publishes this way once a message)."""
         for queue, _, _, _ in items:
-            if queue not in self._declared:
-                self._declare(slot, queue)
-        slot.channel().store_all(
-            [(queue, codec.encode(body) if isinstance(body, dict) else body, delay, headers)
-             for queue, body, delay, headers in items], self.exchange)
+            self._ensure_declared(slot, queue)
+        slot.channel().store_all(items, self.exchange)
+
+    def _ensure_declared(self, slot, queue):
+        if queue not in self._declared:
+            self._declare(slot, queue)
 
     def _declare(self, slot, queue):
         topology.queue(queue, self.exchange)(slot.channel()).declare()
@@ -178,7 +173,9 @@ def _what(what):
 
 
 def _item(queue, body, delay=0.0, headers=None):
-    return queue, body, delay, headers
+    """``(queue, body bytes, delay, headers)``: a dict body is JSON-encoded here,
+    once, not again when a broken connection makes the publish run twice."""
+    return queue, codec.encode(body) if isinstance(body, dict) else body, delay, headers
 
 
 class _Pool:
