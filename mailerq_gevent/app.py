@@ -55,7 +55,7 @@ class App:
         self.broker = broker_module.Broker.from_config(self.conf)
         self.broker.start(self.queue_names())
         self.database = db_engine.make_engine(self.conf.database)
-        self.reloader = settings.Reloader(self.database, self.conf.database_ttl,
+        self.reloader = settings.Reloader(self.database, self.conf.database_ttl, load.load_snapshot,
                                           prepare=self._prepare_database)
         self.reloader.reload_now()
         self.reloader.start()

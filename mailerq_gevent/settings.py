@@ -18,8 +18,6 @@ compared in canonical form (``ipaddress``; an IPv4-mapped IPv6 address is its
 IPv4 address), patterns as ``patterns`` says.
 """
 
-import functools
-import ipaddress
 import time
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -31,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailerq_gevent import logs
 from mailerq_gevent.db import engine as db_engine
+from mailerq_gevent.names import canonical_domain, canonical_ip
 from mailerq_gevent.patterns import PatternSet
 
 log = logs.get(__name__)
@@ -104,24 +103,6 @@ class FloodRow:
     pattern: object          # patterns.Pattern
     duration: int
     values: tuple            # raw limits in CAPACITY_FIELDS order
-
-
-@functools.lru_cache(maxsize=65536)
-def canonical_ip(text):
-    """The canonical text of an IP address, or None when ``text`` is not one."""
-    if not text:
-        return None
-    try:
-        address = ipaddress.ip_address(str(text).strip().strip("[]"))
-    except ValueError:
-        return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return str(mapped or address)
-
-
-def canonical_domain(text):
-    """A domain in the form the lookups compare: lower case, no trailing dot."""
-    return str(text).strip().rstrip(".").lower() if text else ""
 
 
 def resolve_capacity(chain):
@@ -213,9 +194,6 @@ class Settings:
         """The keys whose ``domain`` column is ``domain``, by id."""
         return self.dkim_domain_rows.get(canonical_domain(domain), ())
 
-    def dkim_key(self, key_id):
-        return self.dkim_key_rows.get(key_id)
-
     def is_paused(self, localip, domain, remote_ip=None):
         """Whether deliveries from ``localip`` to ``domain`` (at ``remote_ip``)
         are on hold; an empty column of a ``paused`` row matches all."""
@@ -253,6 +231,8 @@ class Reloader:
 
     ``source`` is the config's ``database`` URL, an Engine, or a callable
     returning an Engine; the engine is made at the first load, not here.
+    ``load(engine, now=, generation=)`` reads a snapshot from it
+    (``db.load.load_snapshot``).
     ``prepare(engine)``, when given, runs before loads until it has succeeded
     once (e.g. ``schema.ensure_schema``, so a database that was down at start
     gets its tables when it comes up). Until a load has succeeded the greenlet
@@ -261,7 +241,7 @@ class Reloader:
     ``load_timeout`` seconds. ``clock`` gives ``loaded_at`` (wall time).
     """
 
-    def __init__(self, source, ttl_seconds, *, prepare=None, first_retry=5.0,
+    def __init__(self, source, ttl_seconds, load, *, prepare=None, first_retry=5.0,
                  load_timeout=30.0, clock=time.time):
         if ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be > 0")
@@ -269,7 +249,7 @@ class Reloader:
         self.first_retry = min(float(first_retry), self.ttl)
         self.load_timeout = float(load_timeout)
         self._source, self._engine, self._clock = source, None, clock
-        self._prepare = prepare
+        self._load_snapshot, self._prepare = load, prepare
         self._current = Settings.empty()
         self._retry = self.first_retry
         self._next_due = 0.0
@@ -346,7 +326,6 @@ class Reloader:
         return True
 
     def _load(self, generation):
-        from mailerq_gevent.db import load as db_load  # here: db.load imports this module
         timeout = gevent.Timeout(self.load_timeout)
         timeout.start()
         try:
@@ -354,7 +333,7 @@ class Reloader:
             if self._prepare is not None:
                 self._prepare(engine)
                 self._prepare = None
-            return db_load.load_snapshot(engine, now=self._clock(), generation=generation)
+            return self._load_snapshot(engine, now=self._clock(), generation=generation)
         except gevent.Timeout as expired:
             if expired is not timeout:
                 raise

@@ -11,7 +11,7 @@ from mailerq_gevent import authn, config, settings
 from mailerq_gevent.broker import Broker
 from mailerq_gevent.connections import ConnectionBudget
 from mailerq_gevent.console.app import ConsoleServer, Context
-from mailerq_gevent.db import schema
+from mailerq_gevent.db import load, schema
 from mailerq_gevent.db.engine import make_engine
 
 USER, PASSWORD = "admin", "s3cret-pass"
@@ -27,7 +27,7 @@ class Console:
         self.conf = config.defaults().replace(**values)
         self.database = make_engine(self.conf.database)
         schema.ensure_schema(self.database)
-        self.reloader = settings.Reloader(self.database, 600)
+        self.reloader = settings.Reloader(self.database, 600, load.load_snapshot)
         self.reloader.reload_now()
         self.broker = Broker(self.conf.rabbitmq_address)
         self.broker.start(["outbox"])

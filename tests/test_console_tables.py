@@ -359,7 +359,7 @@ def test_generating_a_key_shows_its_txt_record_and_never_the_private_key(  # noq
     assert key["txt_value"] == signing.public_txt(stored["privatekey"], algorithm)
     assert key["txt_record"].startswith("s1._domainkey.example.com. IN TXT ( \"v=DKIM1;")
     assert all(len(part) <= 255 for part in key["txt_record"].split('"')[1::2])
-    assert c.reloader.current.dkim_key(key["id"]).selector == "s1"
+    assert c.reloader.current.dkim_key_rows.get(key["id"]).selector == "s1"
     for path in ("/api/tables/dkim_keys", "/api/tables/dkim_keys/%d" % key["id"],
                  "/dkim", "/dkim?created=%d" % key["id"], "/tables/dkim_keys"):
         text = s.get(c.url + path, timeout=10).text
@@ -392,7 +392,7 @@ def test_an_uploaded_key_is_kept_and_never_echoed(console):  # noqa: F811
     edited = _api(c, s, "PUT", "/api/tables/dkim_keys/%d" % key_id, {"expire": 3600})
     assert edited.status_code == 200 and "PRIVATE KEY" not in edited.text
     assert _rows(c, "dkim_keys")[0]["privatekey"] == pem
-    assert c.reloader.current.dkim_key(key_id).expire == 3600
+    assert c.reloader.current.dkim_key_rows.get(key_id).expire == 3600
     wrong = _api(c, s, "PUT", "/api/tables/dkim_keys/%d" % key_id, {"algorithm": "rsa-sha256"})
     assert wrong.status_code == 400 and "privatekey" in wrong.json()["errors"]
 

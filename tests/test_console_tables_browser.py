@@ -95,5 +95,5 @@ def test_generate_a_dkim_key_and_see_the_record_to_publish(page):
     assert page.text_content("#new-key .txt-value") == signing.public_txt(
         stored["privatekey"], "rsa-sha256")
     assert "PRIVATE KEY" not in page.content()
-    assert c.reloader.current.dkim_key(stored["id"]) is not None
+    assert c.reloader.current.dkim_key_rows.get(stored["id"]) is not None
     screenshot(page, "dkim")

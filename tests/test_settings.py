@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from mailerq_gevent import patterns, settings
 from mailerq_gevent.db import load, schema, tables
+from mailerq_gevent.db.load import load_snapshot
 from mailerq_gevent.db.engine import make_engine
 from mailerq_gevent.settings import UNLIMITED, Capacity, Reloader, Settings
 from tests.waiting import wait_until
@@ -215,11 +216,11 @@ def test_dkim_keys_for_from_address_in_pattern_order():
     keys = snapshot.dkim_keys_for("News@Example.com")
     assert [key.id for key in keys] == [1, 2]
     assert [key.id for key in snapshot.dkim_keys_for("bob@other.org")] == [2]
-    assert snapshot.dkim_key(2).algorithm == "rsa-sha256"
-    assert snapshot.dkim_key(3).algorithm == "rsa-sha1" and snapshot.dkim_key(3).expire == 3600
-    assert snapshot.dkim_key(4).algorithm == "ed25519-sha256"
-    assert snapshot.dkim_key(1).expire == 0
-    assert snapshot.dkim_key(99) is None
+    assert snapshot.dkim_key_rows.get(2).algorithm == "rsa-sha256"
+    assert snapshot.dkim_key_rows.get(3).algorithm == "rsa-sha1" and snapshot.dkim_key_rows.get(3).expire == 3600
+    assert snapshot.dkim_key_rows.get(4).algorithm == "ed25519-sha256"
+    assert snapshot.dkim_key_rows.get(1).expire == 0
+    assert snapshot.dkim_key_rows.get(99) is None
     assert len(snapshot.dkim_pattern_rows) == 3
     assert [key.id for key in snapshot.dkim_keys_for_domain("OLD.example")] == [3]
 
@@ -230,7 +231,7 @@ def test_dkim_key_rows_that_cannot_sign_are_skipped_and_never_show_the_key(caplo
                                     dkim_key("b.example", privatekey=""),
                                     dkim_key("c.example")])
     assert list(snapshot.dkim_key_rows) == [3]
-    assert "SECRET" not in repr(snapshot.dkim_key(3)) + repr(snapshot)
+    assert "SECRET" not in repr(snapshot.dkim_key_rows.get(3)) + repr(snapshot)
     assert "SECRET" not in caplog.text
     assert len(skipped(caplog, "dkim_keys")) == 2
 
@@ -371,7 +372,7 @@ def limit(reloader):
 
 def test_reload_now_picks_up_a_changed_row(sqlite_url):
     set_limit(sqlite_url, 5)
-    reloader = Reloader(sqlite_url, 600, clock=lambda: 1234.5)
+    reloader = Reloader(sqlite_url, 600, load_snapshot, clock=lambda: 1234.5)
     assert not reloader.current.loaded
     assert reloader.reload_now() is True
     assert (limit(reloader), reloader.current.generation) == (5, 1)
@@ -384,7 +385,7 @@ def test_reload_now_picks_up_a_changed_row(sqlite_url):
 
 def test_database_error_keeps_last_good_snapshot(sqlite_url, caplog):
     set_limit(sqlite_url, 5)
-    reloader = Reloader(sqlite_url, 600)
+    reloader = Reloader(sqlite_url, 600, load_snapshot)
     assert reloader.reload_now()
     good = reloader.current
     engine = make_engine(sqlite_url)
@@ -401,7 +402,7 @@ def test_database_error_keeps_last_good_snapshot(sqlite_url, caplog):
 
 
 def test_unreachable_server_fails_fast_and_logs_no_password(caplog):
-    reloader = Reloader("postgresql://nobody:s3cret@127.0.0.1:1/none", 600)
+    reloader = Reloader("postgresql://nobody:s3cret@127.0.0.1:1/none", 600, load_snapshot)
     started = time.monotonic()
     with caplog.at_level(logging.DEBUG):
         assert reloader.reload_now() is False
@@ -414,7 +415,7 @@ def test_unreachable_server_fails_fast_and_logs_no_password(caplog):
 def test_load_timeout_on_a_locked_table_keeps_last_snapshot(pg_server_url, caplog):
     engine = make_engine(pg_server_url)
     schema.purge(engine)
-    reloader = Reloader(engine, 600, load_timeout=0.5)
+    reloader = Reloader(engine, 600, load_snapshot, load_timeout=0.5)
     assert reloader.reload_now()
     with engine.connect() as locker:
         locker.execute(text("LOCK TABLE dns IN ACCESS EXCLUSIVE MODE"))
@@ -430,7 +431,7 @@ def test_load_timeout_on_a_locked_table_keeps_last_snapshot(pg_server_url, caplo
 
 def test_periodic_reload_and_stop(sqlite_url):
     set_limit(sqlite_url, 1)
-    reloader = Reloader(sqlite_url, 0.05)
+    reloader = Reloader(sqlite_url, 0.05, load_snapshot)
     reloader.start()
     try:
         wait_until(lambda: limit(reloader) == 1)
@@ -448,7 +449,7 @@ def test_periodic_reload_and_stop(sqlite_url):
 
 def test_retries_sooner_until_the_first_load_succeeds(tmp_path):
     url = "sqlite:///%s" % (tmp_path / "later.sqlite")
-    reloader = Reloader(url, 600, first_retry=0.01)
+    reloader = Reloader(url, 600, load_snapshot, first_retry=0.01)
     reloader.start()
     try:
         gevent.sleep(0.1)
@@ -468,7 +469,7 @@ def test_prepare_runs_before_loads_until_it_succeeds(tmp_path):
         if len(calls) == 1:
             raise OSError("database not ready")
         schema.ensure_schema(engine)
-    reloader = Reloader(url, 600, prepare=prepare)
+    reloader = Reloader(url, 600, load_snapshot, prepare=prepare)
     assert reloader.reload_now() is False and not reloader.current.loaded
     assert reloader.reload_now() is True and reloader.current.loaded
     assert reloader.reload_now() is True
@@ -480,7 +481,7 @@ def test_subscribers_hear_each_new_snapshot(sqlite_url):
 
     def broken(snapshot):
         raise RuntimeError("subscriber bug")
-    reloader = Reloader(sqlite_url, 600)
+    reloader = Reloader(sqlite_url, 600, load_snapshot)
     reloader.subscribe(broken)
     reloader.subscribe(heard.append)
     assert reloader.reload_now() and reloader.reload_now()
@@ -489,4 +490,4 @@ def test_subscribers_hear_each_new_snapshot(sqlite_url):
 
 def test_ttl_must_be_positive():
     with pytest.raises(ValueError):
-        Reloader("sqlite:///x.sqlite", 0)
+        Reloader("sqlite:///x.sqlite", 0, load_snapshot)

@@ -39,7 +39,7 @@ from mailerq_gevent import config, logs
 from mailerq_gevent.broker import BrokerError, codec
 from mailerq_gevent.console import charts
 from mailerq_gevent.db import tables
-from mailerq_gevent.smtpd.addresses import AddressError, validate
+from mailerq_gevent.mail.addresses import AddressError, validate
 
 log = logs.get(__name__)
 

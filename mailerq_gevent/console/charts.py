@@ -20,7 +20,7 @@ from sqlalchemy import and_, func, literal_column, or_, select
 
 from mailerq_gevent.db import tables
 from mailerq_gevent.delivery.stats import COUNTERS, minute_time
-from mailerq_gevent.settings import canonical_ip
+from mailerq_gevent.names import canonical_ip
 
 # name -> (bucket seconds, number of buckets)
 RANGES = {"hour": (60, 60), "day": (900, 96)}

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from mailerq_gevent import signing
 from mailerq_gevent.db import load
 from mailerq_gevent.patterns import TYPES, PatternError, compile_pattern
-from mailerq_gevent.settings import CAPACITY_FIELDS, canonical_domain, canonical_ip
+from mailerq_gevent.names import canonical_domain, canonical_ip, host_key
+from mailerq_gevent.settings import CAPACITY_FIELDS
 
 REQUIRED = object()
 INT_MAX = 2 ** 31 - 1
@@ -223,7 +224,7 @@ def _pattern(name, hint):
 
 
 def _dkim_pattern(row):
-    return load._dkim_pattern(row, {row["key"]})
+    return load.dkim_pattern_row(row, {row["key"]})
 
 
 EDITORS = {editor.name: editor for editor in (
@@ -231,13 +232,13 @@ EDITORS = {editor.name: editor for editor in (
            "row wins. -1 falls back to the less specific row, 0 or empty is unlimited.",
            (_ip_column("localip", _ALL_IPS), Column("domain", optional(domain_name), "",
                                                     _ALL_DOMAINS)) + _limits(),
-           load._capacity, ("localip", "domain")),
+           load.capacity_row, ("localip", "domain")),
     Editor("flood_responses", "Flood responses", "When a reply matches, these limits replace "
            "the normal ones for the pair (local IP, domain) for duration seconds.",
            _pattern("pattern", "matched against the remote server's reply")
            + (Column("duration", whole(0, INT_MAX), None, "seconds (empty: one hour)",
                      "number"),) + _limits(),
-           load._flood, pattern="pattern"),
+           load.flood_row, pattern="pattern"),
     Editor("dkim_keys", "DKIM keys", "Signing keys. Generate or upload them on the DKIM page; "
            "the private key is never shown again.",
            (Column("domain", lambda v: domain_name(_required(_text(v)))),
@@ -246,7 +247,7 @@ EDITORS = {editor.name: editor for editor in (
             Column("expire", whole(0, INT_MAX), 0, "seconds a signature is valid (0: no x= tag)",
                    "number"),
             Column("privatekey", private_key, REQUIRED, "PEM; write-only", "textarea", (), True)),
-           load._dkim_key, ("domain", "selector")),
+           load.dkim_key_row, ("domain", "selector")),
     Editor("dkim_patterns", "DKIM patterns", "Which key signs mail from which From address.",
            _pattern("sign", "matched against the From address")
            + (Column("key", whole(1, INT_MAX, nullable=False), REQUIRED,
@@ -255,26 +256,26 @@ EDITORS = {editor.name: editor for editor in (
            _dkim_pattern, pattern="sign"),
     Editor("locals", "Local addresses", "Mail to these addresses is accepted without "
            "authentication and published to the local queue.",
-           _pattern("address", "an address pattern"), load._local, pattern="address"),
+           _pattern("address", "an address pattern"), load.local_row, pattern="address"),
     Editor("delegates", "Delegates", "Send from another local IP than planned.",
            (_ip_column("localip", "the planned IP; " + _ALL_IPS),
             Column("target", target, REQUIRED, "a domain or a remote IP"),
             _ip_column("newip", "the IP to send from instead", required=True)),
-           load._delegate, ("localip", "target")),
+           load.delegate_row, ("localip", "target")),
     Editor("paused", "Paused", "Deliveries on hold. An empty column matches all: both empty "
            "pauses every delivery.",
            (_ip_column("localip", _ALL_IPS),
             Column("target", optional(target), "", "a domain or a remote IP; empty: all")),
-           load._paused, ("localip", "target")),
+           load.paused_row, ("localip", "target")),
     Editor("mtanames", "MTA names", "The EHLO name of a local IP.",
            (_ip_column("ip", required=True), Column("hostname", hostname)),
-           load._mtaname, ("ip",)),
+           load.mtaname_row, ("ip",)),
     Editor("dns", "DNS overrides", "Deliver a domain's mail to these addresses instead of "
            "its MX records.",
            (Column("domain", lambda v: domain_name(_required(_text(v)))),
             Column("address", dns_address, REQUIRED, "IP, IP:port, [v6]:port or host[:port]"),
             Column("priority", whole(0, 65535), 0, "lower is tried first", "number")),
-           load._dns_row),
+           load.dns_row),
     Editor("ips", "IP addresses", "The addresses of each running instance, written at "
            "start-up for other programs to read.",
            tuple(Column(name, None, "") for name in
@@ -344,7 +345,7 @@ def problem(editor, row, live_keys=()):
         return None
     try:
         if editor.name == "dkim_patterns":
-            load._dkim_pattern(row, live_keys)
+            load.dkim_pattern_row(row, live_keys)
         else:
             editor.convert(row)
     except (ValueError, TypeError, AttributeError) as error:
@@ -357,11 +358,7 @@ def unique_key(editor, row):
     loader compares them: canonical IPs, lower-case domains), or None."""
     if not editor.key:
         return None
-    return tuple(_canonical(row.get(name)) for name in editor.key)
-
-
-def _canonical(value):
-    return canonical_ip(value) or canonical_domain(value) if value else ""
+    return tuple(host_key(row.get(name)) for name in editor.key)
 
 
 def public(editor, row):

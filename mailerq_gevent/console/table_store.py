@@ -131,7 +131,7 @@ def _check_others(conn, editor, row, own_id):
 def _usable(key_row):
     """Why the loader would not use this ``dkim_keys`` row, or None."""
     try:
-        load._dkim_key(key_row)
+        load.dkim_key_row(key_row)
     except (ValueError, TypeError, AttributeError) as error:
         return "key %s cannot be used: %s" % (key_row.get("id"), error)
     return None

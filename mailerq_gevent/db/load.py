@@ -23,19 +23,14 @@ from types import MappingProxyType
 
 from sqlalchemy import delete, insert, select
 
-from mailerq_gevent import config_values, logs, settings
+from mailerq_gevent import config_values, logs, settings, signing
 from mailerq_gevent.db import tables
 from mailerq_gevent.patterns import PatternSet, compile_pattern
-from mailerq_gevent.settings import canonical_domain, canonical_ip
+from mailerq_gevent.names import canonical_domain, canonical_ip, host_key
 
 log = logs.get(__name__)
 
 DEFAULT_FLOOD_DURATION = 3600
-_ALGORITHMS = {
-    "": "rsa-sha256", "rsa-sha256": "rsa-sha256", "sha-256": "rsa-sha256",
-    "sha256": "rsa-sha256", "rsa-sha1": "rsa-sha1", "sha-1": "rsa-sha1", "sha1": "rsa-sha1",
-    "ed25519-sha256": "ed25519-sha256", "ed25519": "ed25519-sha256",
-}
 _BRACKETED = re.compile(r"\[([^\]]+)\](?::(\d+))?")
 _HOST_PORT = re.compile(r"([^:\s\[\]]+)(?::(\d+))?")
 
@@ -64,20 +59,20 @@ def _select_all(conn, table):
 
 def build_snapshot(rows, generation=1, loaded_at=None):
     """A snapshot from ``{table name: [row dict, ...]}`` (missing tables are empty)."""
-    keys = _keyed("dkim_keys", rows.get("dkim_keys", ()), _dkim_key)
+    keys = _keyed("dkim_keys", rows.get("dkim_keys", ()), dkim_key_row)
     return settings.Settings(
         generation=generation, loaded=True,
         loaded_at=time.time() if loaded_at is None else loaded_at,
-        capacity_rows=_keyed("capacity", rows.get("capacity", ()), _capacity),
-        flood_rows=tuple(_valid("flood_responses", rows.get("flood_responses", ()), _flood)),
-        local_patterns=PatternSet(_valid("locals", rows.get("locals", ()), _local)),
+        capacity_rows=_keyed("capacity", rows.get("capacity", ()), capacity_row),
+        flood_rows=tuple(_valid("flood_responses", rows.get("flood_responses", ()), flood_row)),
+        local_patterns=PatternSet(_valid("locals", rows.get("locals", ()), local_row)),
         dkim_key_rows=keys,
         dkim_domain_rows=_group((key.domain, key) for key in keys.values()),
         dkim_pattern_rows=tuple(_valid("dkim_patterns", rows.get("dkim_patterns", ()),
-                                       lambda row: _dkim_pattern(row, keys))),
-        paused_rows=frozenset(_valid("paused", rows.get("paused", ()), _paused)),
-        delegate_rows=_keyed("delegates", rows.get("delegates", ()), _delegate),
-        mtaname_rows=_keyed("mtanames", rows.get("mtanames", ()), _mtaname),
+                                       lambda row: dkim_pattern_row(row, keys))),
+        paused_rows=frozenset(_valid("paused", rows.get("paused", ()), paused_row)),
+        delegate_rows=_keyed("delegates", rows.get("delegates", ()), delegate_row),
+        mtaname_rows=_keyed("mtanames", rows.get("mtanames", ()), mtaname_row),
         dns_rows=_dns(rows.get("dns", ())))
 
 
@@ -172,23 +167,22 @@ def _text(row, column):
     return value
 
 
-def _target(value):
-    return canonical_ip(value) or canonical_domain(value)
-
-
 def _limits(row):
     """The raw limits in ``settings.CAPACITY_FIELDS`` order (None, -1 or >= 0)."""
     values = (_int(row, name) for name in settings.CAPACITY_FIELDS)
     return tuple(value if value is None or value >= 0 else -1 for value in values)
 
 
-# -- one converter per table ------------------------------------------------
+# -- one converter per table: public, so that the console checks a row -----
+# -- with the very function the loader uses ----------------------------------
 
-def _capacity(row):
+def capacity_row(row):
+    """A ``capacity`` row as ``((localip, domain), raw limits)``."""
     return (_ip(row, "localip"), canonical_domain(row.get("domain"))), _limits(row)
 
 
-def _flood(row):
+def flood_row(row):
+    """A ``flood_responses`` row as a ``settings.FloodRow``."""
     duration = _int(row, "duration")
     if duration is not None and duration < 0:
         raise ValueError("duration %d is negative" % duration)
@@ -196,42 +190,47 @@ def _flood(row):
     return settings.FloodRow(row["id"], pattern, duration or DEFAULT_FLOOD_DURATION, _limits(row))
 
 
-def _local(row):
+def local_row(row):
+    """A ``locals`` row as its compiled pattern."""
     return compile_pattern(row.get("address"), row.get("type"))
 
 
-def _dkim_key(row):
-    algorithm = str(row.get("algorithm") or "").strip().lower()
-    if algorithm not in _ALGORITHMS:
-        raise ValueError("unknown algorithm %r" % row.get("algorithm"))
+def dkim_key_row(row):
+    """A ``dkim_keys`` row as ``(id, settings.DkimKey)``."""
+    algorithm = signing.normalise_algorithm(row.get("algorithm"))
     expire = _int(row, "expire") or 0
     key = settings.DkimKey(row["id"], canonical_domain(_text(row, "domain")),
                            _text(row, "selector"), _text(row, "privatekey"),
-                           _ALGORITHMS[algorithm], max(expire, 0))
+                           algorithm, max(expire, 0))
     return key.id, key
 
 
-def _dkim_pattern(row, keys):
+def dkim_pattern_row(row, keys):
+    """A ``dkim_patterns`` row as ``(pattern, key id)``; ``keys``: the usable key ids."""
     key = _int(row, "key")
     if key not in keys:
         raise ValueError("key %r is not the id of a usable dkim_keys row" % key)
     return compile_pattern(row.get("sign"), row.get("type")), key
 
 
-def _paused(row):
-    return _ip(row, "localip"), _target(row.get("target"))
+def paused_row(row):
+    """A ``paused`` row as ``(localip or "", target or "")``."""
+    return _ip(row, "localip"), host_key(row.get("target"))
 
 
-def _delegate(row):
-    target = _target(_text(row, "target"))
+def delegate_row(row):
+    """A ``delegates`` row as ``((localip, target), newip)``."""
+    target = host_key(_text(row, "target"))
     return (_ip(row, "localip"), target), _ip(row, "newip", required=True)
 
 
-def _mtaname(row):
+def mtaname_row(row):
+    """A ``mtanames`` row as ``(ip, hostname)``."""
     return _ip(row, "ip", required=True), _text(row, "hostname")
 
 
-def _dns_row(row):
+def dns_row(row):
+    """A ``dns`` row as ``(domain, (priority, id, settings.DnsTarget))``."""
     host, port = parse_dns_address(row.get("address"))
     priority = _int(row, "priority") or 0
     target = settings.DnsTarget(host, port, priority)
@@ -239,6 +238,6 @@ def _dns_row(row):
 
 
 def _dns(rows):
-    grouped = _group(_valid("dns", rows, _dns_row))
+    grouped = _group(_valid("dns", rows, dns_row))
     return MappingProxyType({domain: tuple(item[2] for item in sorted(items, key=lambda i: i[:2]))
                              for domain, items in grouped.items()})

@@ -30,7 +30,8 @@ import email.utils
 import re
 from email.message import EmailMessage, Message, MIMEPart
 
-from mailerq_gevent.smtpd import addresses, headers
+from mailerq_gevent.mail import addresses, headers
+from mailerq_gevent.mail.status import is_status
 
 NOTIFY_FOR = {"success": "SUCCESS", "failure": "FAILURE", "retry": "DELAY", "delay": "DELAY"}
 ACTIONS = {"success": "delivered", "failure": "failed", "retry": "delayed", "delay": "delayed"}
@@ -43,7 +44,6 @@ INTROS = {"delivered": "Your message was successfully delivered to the recipient
           "delayed": "Delivery of your message to the recipient below has been delayed.\n"
                      "It is still being retried; you need not send it again."}
 MAX_FULL = 10 * 1024 * 1024
-_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 
 
@@ -215,7 +215,7 @@ def dsn_status(result, action):
     used up) is ``5.4.7``, delivery time expired."""
     status, code = result.get("status") or "", int(result.get("code") or 0)
     wanted = {"delivered": "2", "failed": "5", "delayed": "4"}[action]
-    if _STATUS.match(status) and status[0] == wanted:
+    if is_status(status) and status[0] == wanted:
         return status
     if action == "failed" and not 500 <= code < 600:
         return "5.4.7"

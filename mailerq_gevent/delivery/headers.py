@@ -21,7 +21,7 @@ SMTPUTF8 servers); long values are folded at spaces.
 import re
 
 from mailerq_gevent import logs
-from mailerq_gevent.smtpd import headers as header_block
+from mailerq_gevent.mail import headers as header_block
 
 log = logs.get(__name__)
 

@@ -32,7 +32,7 @@ import email
 import email.policy
 import re
 
-from mailerq_gevent.smtpd import headers
+from mailerq_gevent.mail import headers
 
 MAX_LINE = 998
 FOLD_WIDTH = 78

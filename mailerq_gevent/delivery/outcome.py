@@ -33,12 +33,12 @@ message was first seen by a sender: the delivery engine calls ``mark_queued``
 on first sight, and the give-up time counts from it.
 """
 
-import re
 from collections import namedtuple
 from dataclasses import dataclass
 
 from mailerq_gevent.broker import codec
 from mailerq_gevent.delivery import dsn
+from mailerq_gevent.mail import status
 from mailerq_gevent.smtpd.message import parse_time
 
 DEFAULT_RETRIES = (600, 600, 1800, 3600)
@@ -47,7 +47,6 @@ QUEUED = "queued"
 RESULT_QUEUES = ("results", "success", "failure", "retry")
 # a "maxdelivertime" above this (Sep 2001 as a UNIX time) is a deadline, not a duration
 _ABSOLUTE = 10 ** 9
-_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
 Decision = namedtuple("Decision", "kind delay queues message")
 Decision.__doc__ = """``kind``: success, failure or retry; ``delay``: seconds
@@ -86,11 +85,11 @@ class Result:
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
         text = " ".join((text or "").split())
-        status, _, rest = text.partition(" ")
-        if not _STATUS.match(status):
-            status, rest = "", text
+        code_status, _, rest = text.partition(" ")
+        if not status.is_status(code_status):
+            code_status, rest = "", text
         return cls(state, "ok" if classify(code) == "success" else "error", int(now),
-                   local_ip, remote, int(code or 0), status, rest.strip())
+                   local_ip, remote, int(code or 0), code_status, rest.strip())
 
     @classmethod
     def from_attempt(cls, attempt, now, local_ip="", remote=""):

@@ -40,7 +40,7 @@ import gevent
 from gevent.event import AsyncResult
 
 from mailerq_gevent import config_values, logs
-from mailerq_gevent.settings import canonical_domain, canonical_ip
+from mailerq_gevent.names import canonical_domain, canonical_ip
 
 log = logs.get(__name__)
 

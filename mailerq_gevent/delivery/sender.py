@@ -27,12 +27,12 @@ import time
 import gevent
 
 from mailerq_gevent import logs
+from mailerq_gevent.mail import status
 
 log = logs.get(__name__)
 
 CONNECT_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 300.0     # RFC 5321 §4.5.3.2 suggests minutes; bounded per step here
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 _DOT_START = re.compile(rb"(?m)^\.")      # dot-stuffing (RFC 5321 §4.5.2)
 
 
@@ -58,14 +58,7 @@ class Attempt:
 
 
 def _status_of(code, text):
-    found = _ENHANCED.match(text)
-    if found:
-        return found.group(0)
-    if 200 <= code < 300:
-        return "2.0.0"
-    if 500 <= code < 600:
-        return "5.0.0"
-    return "4.0.0"
+    return status.leading(text) or status.for_code(code)
 
 
 def network_error(state, exc):

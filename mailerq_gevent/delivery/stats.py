@@ -36,7 +36,7 @@ from sqlalchemy import bindparam, select
 from mailerq_gevent import logs
 from mailerq_gevent.db import engine as db_engine
 from mailerq_gevent.db import tables
-from mailerq_gevent.settings import canonical_domain, canonical_ip
+from mailerq_gevent.names import canonical_domain, canonical_ip
 
 log = logs.get(__name__)
 

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from mailerq_gevent import logs
-from mailerq_gevent.settings import canonical_domain, canonical_ip
+from mailerq_gevent.names import canonical_domain, canonical_ip, host_key
 
 log = logs.get(__name__)
 
@@ -184,11 +184,6 @@ class Slot:
         self.release()
 
 
-def _target(value):
-    """A remote host key: the canonical IP, else the host name; "" when none."""
-    return canonical_ip(value) or canonical_domain(value)
-
-
 class Throttles:
     """The run-time throttle state of one delivery engine (see the module doc)."""
 
@@ -253,7 +248,7 @@ class Throttles:
         local = canonical_ip(localip) or ""
         buckets = [bucket for bucket in (
             self._bucket(domain_field, local, canonical_domain(domain), capacity),
-            self._bucket(ip_field, local, _target(remote_ip), capacity)) if bucket]
+            self._bucket(ip_field, local, host_key(remote_ip), capacity)) if bucket]
         delay = max([bucket.wait() for bucket in buckets], default=0.0)
         if not delay:
             for bucket in buckets:
@@ -282,7 +277,7 @@ class Throttles:
         later reload sees them."""
         local = canonical_ip(localip) or ""
         checks = ((("domain", local, canonical_domain(domain)), capacity.domain_maxconnections),
-                  (("ip", local, _target(remote_ip)), capacity.ip_maxconnections))
+                  (("ip", local, host_key(remote_ip)), capacity.ip_maxconnections))
         if any(limit and self._open.get(key, 0) >= limit for key, limit in checks):
             return None
         keys = tuple(key for key, _ in checks if key[2])
@@ -297,7 +292,7 @@ class Throttles:
             raise TypeError("give either domain or remote_ip")
         local = canonical_ip(localip) or ""
         key = (("domain", local, canonical_domain(domain)) if domain is not None
-               else ("ip", local, _target(remote_ip)))
+               else ("ip", local, host_key(remote_ip)))
         return self._open.get(key, 0)
 
     def _close(self, key):

@@ -3,11 +3,10 @@
     server.py      listeners, connection limits, who may connect / relay, greeting names
     session.py     one session: the state machine, a method per verb
     wire.py        reading lines and DATA within limits and deadlines; STARTTLS
-    addresses.py   MAIL/RCPT paths and parameters, address validation
+    paths.py       MAIL/RCPT paths and parameters (addresses: ``mail/addresses.py``)
     auth.py        the AUTH PLAIN / LOGIN exchange (schemes in ``authn/``)
     protection.py  blocking addresses that keep failing to log in
     message.py     the queued JSON: Received, x-mq-* properties, outgoing IP, queues
-    headers.py     reading and removing header fields without parsing the MIME
     checks.py      smtp-check: SPF, DKIM, DMARC, spamd (authresults.py: the header)
     proxy.py       the PROXY protocol from smtp-proxy ranges
     workers.py     smtp-threads: sessions in worker processes (worker.py: one of them)

@@ -76,7 +76,8 @@ from publicsuffixlist import PublicSuffixList
 
 from mailerq_gevent import logs
 from mailerq_gevent import resolver as dnsutil
-from mailerq_gevent.smtpd import authresults, headers
+from mailerq_gevent.mail import headers
+from mailerq_gevent.smtpd import authresults
 
 log = logs.get(__name__)
 

@@ -6,7 +6,7 @@ pairs, one per recipient, for ``Publisher.publish_many``:
 * a ``Received:`` trace header is put in front (RFC 5321 §4.4; the protocol
   name per RFC 3848: ESMTP, ESMTPS, ESMTPA, ESMTPSA);
 * with ``smtp-extract`` on, every ``x-mq-*`` header becomes a JSON property
-  and leaves the MIME (``headers.py`` for the header block, ``extract`` below
+  and leaves the MIME (``mail/headers.py`` for the header block, ``extract`` below
   for the names);
 * the outgoing IP: ``x-mq-ip``, else the address the client connected to when
   it is mappable (in ``smtp-mappable-ips``, or that list is empty, and not in
@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 
 from mailerq_gevent.broker import codec
 from mailerq_gevent.config_values import count
-from mailerq_gevent.smtpd import headers
+from mailerq_gevent.mail import headers
 
 PREFIX = b"x-mq-"
 

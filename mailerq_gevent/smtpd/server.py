@@ -24,8 +24,8 @@ import socket
 import gevent
 
 from mailerq_gevent import logs, netinfo
-from mailerq_gevent.settings import canonical_ip
-from mailerq_gevent.smtpd import addresses, message, reply
+from mailerq_gevent.names import canonical_ip
+from mailerq_gevent.smtpd import message, paths, reply
 from mailerq_gevent.smtpd.listener import Listener, Runners
 from mailerq_gevent.smtpd.protection import FailedLogins
 from mailerq_gevent.smtpd.session import Session, ShuttingDown
@@ -130,7 +130,7 @@ class SMTPServer:
         """
         if self.authenticator is None or session.user is not None:
             return None
-        if addresses.is_odd(path):
+        if paths.is_odd(path):
             return reply.RELAY_DENIED
         snapshot = session.envelope.snapshot
         if path.address.lower() == "postmaster" or snapshot.is_local(path.address):

@@ -26,7 +26,8 @@ import gevent
 
 from mailerq_gevent import logs
 from mailerq_gevent.broker import BrokerError
-from mailerq_gevent.smtpd import addresses, auth, message, proxy, reply
+from mailerq_gevent.mail import addresses
+from mailerq_gevent.smtpd import auth, message, paths, proxy, reply
 from mailerq_gevent.smtpd.wire import Closed, LineTooLong, ReadTimeout, TooBig, Wire
 
 log = logs.get(__name__)
@@ -231,7 +232,7 @@ class Session:
         """``(path, params)`` of MAIL FROM (``sender``) or RCPT TO, or the Reply refusing it."""
         keyword = "FROM" if sender else "TO"
         try:
-            return addresses.parse_command(argument, keyword, self._strict)
+            return paths.parse_command(argument, keyword, self._strict)
         except addresses.AddressError as exc:
             return self._bad_address(exc, sender)
         except ValueError:

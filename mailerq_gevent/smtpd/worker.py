@@ -27,6 +27,7 @@ from gevent.event import Event  # noqa: E402
 from mailerq_gevent import authn, certificates, config, logs, settings  # noqa: E402
 from mailerq_gevent.broker import Broker, connection, remote, store  # noqa: E402
 from mailerq_gevent.connections import ConnectionBudget  # noqa: E402
+from mailerq_gevent.db import load  # noqa: E402
 from mailerq_gevent.smtpd.checks import InboundChecks  # noqa: E402
 from mailerq_gevent.smtpd.server import SMTPServer, listen_all  # noqa: E402
 
@@ -48,7 +49,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     conf = config.load(args.config)
     logs.setup(conf.log_level)
-    reloader = settings.Reloader(conf.database, conf.database_ttl)
+    reloader = settings.Reloader(conf.database, conf.database_ttl, load.load_snapshot)
     reloader.reload_now()
     reloader.start()
     # the channel to the daemon: reload notices, commit notices, its death
