@@ -11,7 +11,10 @@ import uuid  # noqa: E402
 import pytest  # noqa: E402
 
 from tests import services  # noqa: E402
-from tests.browser import browser  # noqa: E402,F401 - one Chromium for the whole run
+
+# the fixtures of the support modules, for every test module without importing them
+pytest_plugins = ("tests.browser", "tests.console_support", "tests.daemon_support",
+                  "tests.dns_server", "tests.smtp_support", "tests.spamd")
 
 
 def _scratch_name():
@@ -69,6 +72,3 @@ def db_url(request, tmp_path):
         return "sqlite:///%s" % (tmp_path / "mailerq.sqlite")
     return request.getfixturevalue(
         "pg_server_url" if request.param == "postgresql" else "mysql_server_url")
-
-
-from tests.smtp_support import smtp  # noqa: E402,F401  - the SMTP server fixture

@@ -7,9 +7,9 @@ import sqlite3
 from mailerq_gevent import config
 from mailerq_gevent.broker import Broker, codec
 from mailerq_gevent.connections import ConnectionBudget
-from mailerq_gevent.db import load
 from mailerq_gevent.delivery.engine import DeliveryEngine
 from mailerq_gevent.resolver import make_resolver
+from tests.rows import snapshot
 from tests.smtp_sink import SmtpSink
 
 QUEUES = ("outbox", "results", "success", "failure", "retry", "dsn")
@@ -17,11 +17,6 @@ QUEUES = ("outbox", "results", "success", "failure", "retry", "dsn")
 MIME = (b"From: Sender <sender@origin.test>\r\nTo: rcpt@example.test\r\n"
         b"Subject: hello\r\nMessage-ID: <1@origin.test>\r\n\r\nHello there.\r\n"
         b".a line starting with a dot\r\n")
-
-
-def numbered(rows):
-    return {name: [dict(row, id=n) for n, row in enumerate(items, 1)]
-            for name, items in rows.items()}
 
 
 def capacity(domain="", localip="", **limits):
@@ -58,7 +53,7 @@ class World:
         rows = dict(rows)
         rows.setdefault("dns", [{"domain": domain, "address": "127.0.0.1:%d" % self.sink.port,
                                  "priority": 10} for domain in ("example.test", "other.test")])
-        self.snapshot = load.build_snapshot(numbered(rows))
+        self.snapshot = snapshot(rows)
 
     def start(self):
         self.engine.start()

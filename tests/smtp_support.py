@@ -11,8 +11,8 @@ import pytest
 from mailerq_gevent import certificates, config
 from mailerq_gevent.broker import Broker
 from mailerq_gevent.connections import ConnectionBudget
-from mailerq_gevent.db import load
 from mailerq_gevent.smtpd.server import SMTPServer
+from tests.rows import snapshot
 
 HOSTNAME = "mx.test.example"
 
@@ -29,7 +29,7 @@ class Running:
         self.conf = config.defaults().replace(**values)
         self.broker = Broker(self.conf.rabbitmq_address)
         self.broker.start(["inbox", "local"])
-        self.snapshot = load.build_snapshot(_numbered(settings_rows or {}))
+        self.snapshot = snapshot(settings_rows)
         context = certificates.server_context("", "", var_dir=str(tmp_path)) if tls else None
         self.budget = ConnectionBudget.from_config(self.conf)
         self.server = SMTPServer(self.conf, self.broker, lambda: self.snapshot, self.budget,
@@ -51,11 +51,6 @@ class Running:
             rows = conn.execute("SELECT body FROM messages WHERE queue = ? ORDER BY id",
                                 (queue,)).fetchall()
         return [json.loads(row[0]) for row in rows]
-
-
-def _numbered(rows):
-    return {name: [dict(row, id=n) for n, row in enumerate(items, 1)]
-            for name, items in rows.items()}
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from tests.smtp_sink import free_port
+
 SPAMD = "/usr/sbin/spamd"
 HOW = "apt-get install spamassassin spamd"
 START_TIMEOUT = 60.0   # loading the rules can take a while on a cold machine
@@ -37,12 +39,6 @@ def unavailable(why):
     if os.environ.get("CI") == "true":
         pytest.fail("under CI every service must run: " + message)
     pytest.skip(message)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ping(port, timeout=2.0):

@@ -10,7 +10,8 @@ import pytest
 from gevent.event import Event
 
 from mailerq_gevent.broker import Broker, BrokerError, topology
-from mailerq_gevent.broker import connection as connection_module, consumer as consumer_module
+from mailerq_gevent.broker import connection as connection_module
+from mailerq_gevent.broker import consumer as consumer_module
 from tests.waiting import wait_until
 
 

@@ -15,10 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mailerq_gevent import config
 from mailerq_gevent.config_values import HostPort
 from mailerq_gevent.resolver import TemporaryError, addresses, make_resolver, mx, txt
-from mailerq_gevent.smtpd.checks import (CheckResults, InboundChecks, SpamdError,
-                                         parse_spamd_reply)
-from tests.dns_server import dns_zone_fixture, serve_zone, silent_server  # noqa: F401
-from tests.spamd import spamd_fixture  # noqa: F401 - the spamd fixture
+from mailerq_gevent.smtpd.checks import CheckResults, InboundChecks, SpamdError, parse_spamd_reply
+from tests.dns_server import serve_zone, silent_server
 
 PEER = "127.0.0.1"
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"

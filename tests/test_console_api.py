@@ -16,7 +16,6 @@ from mailerq_gevent.console import api, charts
 from mailerq_gevent.db import schema, tables
 from mailerq_gevent.db.engine import make_engine
 from mailerq_gevent.delivery.stats import Stats, minute_time
-from tests.console_support import console  # noqa: F401 - the fixture
 
 MESSAGE = {"envelope": "sender@example.org", "recipient": "rcpt@example.com",
            "mime": "From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n"}
@@ -46,7 +45,7 @@ def count(c, moments):
 
 # -- statistics ------------------------------------------------------------------------
 
-def test_stats_of_the_last_hour_per_minute(console):  # noqa: F811
+def test_stats_of_the_last_hour_per_minute(console):
     c = console()
     now = time.time()
     five_ago = int(now) // 60 * 60 - 300
@@ -68,7 +67,7 @@ def test_stats_of_the_last_hour_per_minute(console):  # noqa: F811
     assert [row["localip"] for row in body["localips"]] == ["192.0.2.1", "192.0.2.2"]
 
 
-def test_stats_of_the_last_day_by_quarter_hour(console):  # noqa: F811
+def test_stats_of_the_last_day_by_quarter_hour(console):
     c = console()
     now = time.time()
     count(c, [(now - 3 * 3600, "success", "192.0.2.1", "example.com"),
@@ -83,7 +82,7 @@ def test_stats_of_the_last_day_by_quarter_hour(console):  # noqa: F811
     assert body["series"]["success"][index] == 1 and body["series"]["failures"][index] == 1
 
 
-def test_stats_sum_the_rows_of_one_minute(console):  # noqa: F811
+def test_stats_sum_the_rows_of_one_minute(console):
     c = console()
     minute = minute_time(int(time.time()) // 60 * 60 - 120)
     rows = [{"time": minute, "localip": "192.0.2.1", "success": 2, "failures": 0, "retries": 1}] * 2
@@ -94,7 +93,7 @@ def test_stats_sum_the_rows_of_one_minute(console):  # noqa: F811
                                                           "retries": 2}
 
 
-def test_top_lists_say_what_is_paused(console):  # noqa: F811
+def test_top_lists_say_what_is_paused(console):
     c = console()
     now = time.time()
     count(c, [(now - 60, "success", "192.0.2.1", "example.com"),
@@ -132,13 +131,13 @@ def test_the_chart_queries_run_on_every_database(db_url):
         engine.dispose()
 
 
-def test_an_unknown_range_is_a_400(console):  # noqa: F811
+def test_an_unknown_range_is_a_400(console):
     c = console()
     answer = c.login().get(c.url + "/api/stats?range=week", timeout=10)
     assert answer.status_code == 400 and "range" in answer.json()["error"]
 
 
-def test_stats_without_a_database_are_a_503(console, tmp_path):  # noqa: F811
+def test_stats_without_a_database_are_a_503(console, tmp_path):
     c = console()
     c.context.database = make_engine("sqlite:///%s/missing/db.sqlite" % tmp_path)
     try:
@@ -151,7 +150,7 @@ def test_stats_without_a_database_are_a_503(console, tmp_path):  # noqa: F811
 
 # -- status and reload ----------------------------------------------------------------------
 
-def test_status_shows_queue_depths_connections_and_settings(console):  # noqa: F811
+def test_status_shows_queue_depths_connections_and_settings(console):
     c = console(rabbitmq_dsn="")
     c.broker.publish("outbox", MESSAGE)
     c.broker.publish("outbox", MESSAGE)
@@ -168,7 +167,7 @@ def test_status_shows_queue_depths_connections_and_settings(console):  # noqa: F
     assert body["connections"] == {"inbound": 3, "outbound": 5, "idle": 2}
 
 
-def test_status_says_unavailable_when_the_broker_is_down(console):  # noqa: F811
+def test_status_says_unavailable_when_the_broker_is_down(console):
     c = console()
     c.broker.stop(2)
     answer = c.login().get(c.url + "/api/status", timeout=10)
@@ -176,7 +175,7 @@ def test_status_says_unavailable_when_the_broker_is_down(console):  # noqa: F811
     assert {row["state"] for row in answer.json()["queues"]} == {"unavailable"}
 
 
-def test_reload_loads_a_new_generation(console):  # noqa: F811
+def test_reload_loads_a_new_generation(console):
     c = console()
     before = c.reloader.current.generation
     answer = post(c.login(), c, "/api/reload")
@@ -188,7 +187,7 @@ def test_reload_loads_a_new_generation(console):  # noqa: F811
 
 # -- inject ------------------------------------------------------------------------------
 
-def test_inject_one_message_puts_it_durably_in_the_outbox(console):  # noqa: F811
+def test_inject_one_message_puts_it_durably_in_the_outbox(console):
     c = console()
     message = dict(MESSAGE, tags=["campaign-7"], maxattempts=3, custom={"x": "ü"})
     answer = post(c.login(), c, "/api/inject", message)
@@ -196,7 +195,7 @@ def test_inject_one_message_puts_it_durably_in_the_outbox(console):  # noqa: F81
     assert queued(c) == [message]
 
 
-def test_inject_a_list_of_messages(console):  # noqa: F811
+def test_inject_a_list_of_messages(console):
     c = console()
     messages = [dict(MESSAGE, recipient="r%d@example.com" % n) for n in range(3)]
     answer = post(c.login(), c, "/api/inject", messages)
@@ -205,7 +204,7 @@ def test_inject_a_list_of_messages(console):  # noqa: F811
                                                     "r2@example.com"]
 
 
-def test_a_bad_message_in_a_list_queues_none(console):  # noqa: F811
+def test_a_bad_message_in_a_list_queues_none(console):
     c = console()
     messages = [MESSAGE, dict(MESSAGE, recipient="no-at-sign")]
     answer = post(c.login(), c, "/api/inject", messages)
@@ -225,20 +224,20 @@ def test_a_bad_message_in_a_list_queues_none(console):  # noqa: F811
     ("text", "a message object"),
     ([MESSAGE, 3], "message 1: a message must be a JSON object"),
 ])
-def test_inject_refuses_what_is_not_a_message(console, body, problem):  # noqa: F811
+def test_inject_refuses_what_is_not_a_message(console, body, problem):
     c = console()
     answer = post(c.login(), c, "/api/inject", body)
     assert answer.status_code == 400 and problem in answer.json()["error"]
     assert queued(c) == []
 
 
-def test_inject_accepts_the_null_sender(console):  # noqa: F811
+def test_inject_accepts_the_null_sender(console):
     c = console()
     answer = post(c.login(), c, "/api/inject", dict(MESSAGE, envelope=""))
     assert answer.status_code == 202 and queued(c)[0]["envelope"] == ""
 
 
-def test_inject_refuses_a_body_that_is_not_json(console):  # noqa: F811
+def test_inject_refuses_a_body_that_is_not_json(console):
     c = console()
     client = c.login()
     answer = client.post(c.url + "/api/inject", data=b'{"envelope": ', timeout=10,
@@ -247,7 +246,7 @@ def test_inject_refuses_a_body_that_is_not_json(console):  # noqa: F811
     assert answer.status_code == 400 and "not JSON" in answer.json()["error"]
 
 
-def test_inject_refuses_a_body_over_the_limit(console, monkeypatch):  # noqa: F811
+def test_inject_refuses_a_body_over_the_limit(console, monkeypatch):
     c = console()
     monkeypatch.setattr(api, "INJECT_LIMIT", 1000)
     client = c.login()
@@ -265,7 +264,7 @@ def test_inject_refuses_a_body_over_the_limit(console, monkeypatch):  # noqa: F8
     assert queued(c) == [MESSAGE]
 
 
-def test_inject_with_the_broker_down_is_a_503(console):  # noqa: F811
+def test_inject_with_the_broker_down_is_a_503(console):
     c = console()
     client = c.login()
     c.broker.stop(2)
@@ -274,7 +273,7 @@ def test_inject_with_the_broker_down_is_a_503(console):  # noqa: F811
     assert queued(c) == []
 
 
-def test_inject_with_the_outbox_disabled_is_a_503(console):  # noqa: F811
+def test_inject_with_the_outbox_disabled_is_a_503(console):
     c = console(rabbitmq_outbox="")
     answer = post(c.login(), c, "/api/inject", MESSAGE)
     assert answer.status_code == 503 and "disabled" in answer.json()["error"]
@@ -282,7 +281,7 @@ def test_inject_with_the_outbox_disabled_is_a_503(console):  # noqa: F811
 
 # -- cluster -------------------------------------------------------------------------------
 
-def test_cluster_lists_the_instances_with_links(console):  # noqa: F811
+def test_cluster_lists_the_instances_with_links(console):
     c = console(www_url="https://console.example:8485")
     me = socket.gethostname()
     updated = datetime(2026, 1, 2, 3, 4, 5)
@@ -302,7 +301,7 @@ def test_cluster_lists_the_instances_with_links(console):  # noqa: F811
     assert by_name["bad/host\"><x"]["url"] is None
 
 
-def test_cluster_links_to_this_console_without_www_url(console):  # noqa: F811
+def test_cluster_links_to_this_console_without_www_url(console):
     c = console()
     body = c.login().get(c.url + "/api/cluster", timeout=10).json()
     assert body["instances"] == [{"hostname": socket.gethostname(), "self": True, "ips": [],
@@ -316,7 +315,7 @@ ROUTES = [("GET", "/api/stats"), ("GET", "/api/status"), ("GET", "/api/cluster")
 
 
 @pytest.mark.parametrize("method, path", ROUTES)
-def test_the_api_needs_a_session_or_a_token(console, method, path):  # noqa: F811
+def test_the_api_needs_a_session_or_a_token(console, method, path):
     c = console(www_api_token="t0ken")
     anonymous = c.client().request(method, c.url + path, json=MESSAGE, timeout=10)
     assert anonymous.status_code == 401 and anonymous.json() == {"error": "login required"}
@@ -325,7 +324,7 @@ def test_the_api_needs_a_session_or_a_token(console, method, path):  # noqa: F81
     assert wrong.status_code == 401
 
 
-def test_a_bearer_token_needs_no_csrf_token(console):  # noqa: F811
+def test_a_bearer_token_needs_no_csrf_token(console):
     c = console(www_api_token="t0ken")
     client = c.client()
     client.headers["Authorization"] = "Bearer t0ken"
@@ -335,7 +334,7 @@ def test_a_bearer_token_needs_no_csrf_token(console):  # noqa: F811
     assert client.post(c.url + "/api/reload", timeout=10).status_code == 200
 
 
-def test_a_bearer_token_is_refused_when_none_is_configured(console):  # noqa: F811
+def test_a_bearer_token_is_refused_when_none_is_configured(console):
     c = console()
     answer = c.client().post(c.url + "/api/inject", json=MESSAGE, timeout=10,
                              headers={"Authorization": "Bearer "})
@@ -343,7 +342,7 @@ def test_a_bearer_token_is_refused_when_none_is_configured(console):  # noqa: F8
 
 
 @pytest.mark.parametrize("path", ["/api/inject", "/api/reload"])
-def test_a_post_without_the_csrf_token_is_refused(console, path):  # noqa: F811
+def test_a_post_without_the_csrf_token_is_refused(console, path):
     c = console()
     client = c.login()
     answer = client.post(c.url + path, json=MESSAGE, timeout=10)
@@ -354,7 +353,7 @@ def test_a_post_without_the_csrf_token_is_refused(console, path):  # noqa: F811
 
 @pytest.mark.parametrize("headers", [{"Origin": "https://evil.example"},
                                      {"Sec-Fetch-Site": "cross-site"}])
-def test_a_cross_site_inject_is_refused_even_with_the_token(console, headers):  # noqa: F811
+def test_a_cross_site_inject_is_refused_even_with_the_token(console, headers):
     c = console()
     client = c.login()
     answer = post(client, c, "/api/inject", MESSAGE, headers=headers)

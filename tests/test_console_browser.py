@@ -2,10 +2,10 @@
 password shows the one generic message."""
 
 from tests.browser import login, screenshot
-from tests.console_support import PASSWORD, USER, console  # noqa: F401 - the fixture
+from tests.console_support import PASSWORD, USER
 
 
-def test_log_in_and_out_in_a_real_browser(browser, console):  # noqa: F811
+def test_log_in_and_out_in_a_real_browser(browser, console):
     c = console()
     page = browser.new_page()
     login(page, c.url, USER, PASSWORD)
@@ -16,7 +16,7 @@ def test_log_in_and_out_in_a_real_browser(browser, console):  # noqa: F811
     page.close()
 
 
-def test_a_wrong_password_shows_the_generic_message(browser, console):  # noqa: F811
+def test_a_wrong_password_shows_the_generic_message(browser, console):
     c = console()
     page = browser.new_page()
     page.goto(c.url + "/login")

@@ -14,7 +14,6 @@ from mailerq_gevent import authn
 from mailerq_gevent.console import render
 from mailerq_gevent.console.live import SECRET, Recorder
 from mailerq_gevent.delivery.sender import Connection
-from tests.console_support import console  # noqa: F401 - the fixture
 from tests.delivery_support import MIME, World
 from tests.smtp_sink import free_port
 from tests.smtp_support import Raw, message
@@ -263,7 +262,7 @@ HOSTILE_TEXT = (b"From: a@example.com\r\nSubject: text\r\nContent-Type: text/pla
 
 
 @pytest.fixture
-def live(console):  # noqa: F811
+def live(console):
     def make(**conf):
         c = console(**conf)
         c.context.recorder = Recorder()

@@ -12,7 +12,7 @@ from gevent.pywsgi import WSGIServer
 
 from mailerq_gevent.console.live import Recorder
 from tests.browser import login, screenshot
-from tests.console_support import PASSWORD, USER, console  # noqa: F401 - the fixture
+from tests.console_support import PASSWORD, USER
 from tests.smtp_support import Raw
 
 AGENT = "mailerq-gevent live test browser"
@@ -58,7 +58,7 @@ def hostile_mail(pixel_url):
 
 
 @pytest.fixture
-def setup(browser, console, smtp):  # noqa: F811
+def setup(browser, console, smtp):
     c = console(render_useragent=AGENT)
     c.context.recorder = Recorder()
     running = smtp()

@@ -12,7 +12,7 @@ from sqlalchemy import insert, select
 from mailerq_gevent.db import tables
 from mailerq_gevent.delivery.stats import Stats
 from tests.browser import login, screenshot
-from tests.console_support import PASSWORD, USER, console  # noqa: F401 - the fixture
+from tests.console_support import PASSWORD, USER
 
 MESSAGE = {"envelope": "a@example.org", "recipient": "b@example.com", "mime": "x"}
 
@@ -50,7 +50,7 @@ def cells(page, selector):
     return page.eval_on_selector_all(selector, "cells => cells.map(c => c.textContent)")
 
 
-def open_overview(browser, c):  # noqa: F811
+def open_overview(browser, c):
     """A logged-in page on the overview and the list its console messages go to."""
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     messages = []
@@ -77,7 +77,7 @@ def problems(messages):
     return found
 
 
-def test_the_overview_draws_charts_and_tables_under_the_csp(browser, console):  # noqa: F811
+def test_the_overview_draws_charts_and_tables_under_the_csp(browser, console):
     c = console()
     count(c, [(300, "success", "192.0.2.1", "example.com")] * 4
           + [(240, "failure", "192.0.2.1", "example.com"),
@@ -104,7 +104,7 @@ def test_the_overview_draws_charts_and_tables_under_the_csp(browser, console):  
     page.close()
 
 
-def test_the_overview_updates_itself(browser, console):  # noqa: F811
+def test_the_overview_updates_itself(browser, console):
     c = console()
     count(c, [(120, "success", "192.0.2.1", "example.com")])
     page, messages = open_overview(browser, c)
@@ -119,7 +119,7 @@ def test_the_overview_updates_itself(browser, console):  # noqa: F811
     page.close()
 
 
-def test_a_paused_domain_shows_as_paused(browser, console):  # noqa: F811
+def test_a_paused_domain_shows_as_paused(browser, console):
     c = console()
     count(c, [(60, "success", "192.0.2.1", "example.com"),
               (60, "success", "192.0.2.1", "example.net")])
@@ -134,7 +134,7 @@ def test_a_paused_domain_shows_as_paused(browser, console):  # noqa: F811
     page.close()
 
 
-def test_pausing_a_domain_is_one_click(browser, console):  # noqa: F811
+def test_pausing_a_domain_is_one_click(browser, console):
     c = console()
     count(c, [(60, "success", "192.0.2.1", "example.com")])
     page, messages = open_overview(browser, c)
@@ -158,7 +158,7 @@ def test_pausing_a_domain_is_one_click(browser, console):  # noqa: F811
     page.close()
 
 
-def test_reload_from_the_overview(browser, console):  # noqa: F811
+def test_reload_from_the_overview(browser, console):
     c = console()
     before = c.reloader.current.generation
     page, _ = open_overview(browser, c)

@@ -3,16 +3,16 @@ every answer: against the real server with a real HTTP client."""
 
 import pytest
 
-from tests.console_support import PASSWORD, USER, console  # noqa: F401 - the fixture
+from tests.console_support import PASSWORD, USER
 
 
-def test_pages_need_a_login(console):  # noqa: F811
+def test_pages_need_a_login(console):
     c = console()
     answer = c.client().get(c.url + "/", allow_redirects=False, timeout=10)
     assert answer.status_code == 303 and answer.headers["Location"].endswith("/login")
 
 
-def test_login_sets_an_opaque_strict_httponly_cookie_and_shows_the_overview(console):  # noqa: F811,E501
+def test_login_sets_an_opaque_strict_httponly_cookie_and_shows_the_overview(console):
     c = console()
     client = c.client()
     answer = client.post(c.url + "/login", data={"user": USER, "password": PASSWORD},
@@ -26,13 +26,13 @@ def test_login_sets_an_opaque_strict_httponly_cookie_and_shows_the_overview(cons
     assert "Overview" in client.get(c.url + "/", timeout=10).text
 
 
-def test_a_new_session_id_at_each_login(console):  # noqa: F811
+def test_a_new_session_id_at_each_login(console):
     c = console()
     first, second = c.login(), c.login()
     assert first.cookies["mq_session"] != second.cookies["mq_session"]
 
 
-def test_wrong_password_and_unknown_user_get_the_same_answer(console):  # noqa: F811
+def test_wrong_password_and_unknown_user_get_the_same_answer(console):
     c = console()
     bad = [c.client().post(c.url + "/login", data=data, timeout=10) for data in
            ({"user": USER, "password": "nope"}, {"user": "ghost", "password": PASSWORD})]
@@ -40,7 +40,7 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(console):  # noqa: 
     assert bad[0].text == bad[1].text and "mq_session" not in bad[0].headers.get("Set-Cookie", "")
 
 
-def test_repeated_failures_block_even_the_right_password(console):  # noqa: F811
+def test_repeated_failures_block_even_the_right_password(console):
     c = console()
     for _ in range(5):
         c.client().post(c.url + "/login", data={"user": USER, "password": "x"}, timeout=10)
@@ -49,7 +49,7 @@ def test_repeated_failures_block_even_the_right_password(console):  # noqa: F811
     assert answer.status_code == 401
 
 
-def test_logout_ends_the_session(console):  # noqa: F811
+def test_logout_ends_the_session(console):
     c = console()
     client = c.login()
     stolen = client.cookies["mq_session"]
@@ -59,14 +59,14 @@ def test_logout_ends_the_session(console):  # noqa: F811
     assert other.get(c.url + "/", allow_redirects=False, timeout=10).status_code == 303
 
 
-def test_logout_without_the_csrf_token_is_refused(console):  # noqa: F811
+def test_logout_without_the_csrf_token_is_refused(console):
     c = console()
     client = c.login()
     assert client.post(c.url + "/logout", data={}, timeout=10).status_code == 403
     assert client.get(c.url + "/", allow_redirects=False, timeout=10).status_code == 200
 
 
-def test_a_cross_site_post_is_refused_even_with_the_token(console):  # noqa: F811
+def test_a_cross_site_post_is_refused_even_with_the_token(console):
     c = console()
     client = c.login()
     for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
@@ -76,7 +76,7 @@ def test_a_cross_site_post_is_refused_even_with_the_token(console):  # noqa: F81
     assert client.get(c.url + "/", allow_redirects=False, timeout=10).status_code == 200
 
 
-def test_a_cross_site_login_is_refused(console):  # noqa: F811
+def test_a_cross_site_login_is_refused(console):
     c = console()
     answer = c.client().post(c.url + "/login", data={"user": USER, "password": PASSWORD},
                              headers={"Origin": "https://evil.example"},
@@ -84,7 +84,7 @@ def test_a_cross_site_login_is_refused(console):  # noqa: F811
     assert answer.status_code == 403 and "Set-Cookie" not in answer.headers
 
 
-def test_every_answer_carries_the_security_headers(console):  # noqa: F811
+def test_every_answer_carries_the_security_headers(console):
     c = console()
     client = c.login()
     for path in ("/", "/login", "/no-such-page", "/static/css/console.css"):
@@ -97,7 +97,7 @@ def test_every_answer_carries_the_security_headers(console):  # noqa: F811
     assert static.headers["Cache-Control"] == c.conf.www_cache_control
 
 
-def test_user_names_are_escaped_in_pages(console):  # noqa: F811
+def test_user_names_are_escaped_in_pages(console):
     c = console(www_auth="hardcoded://<b>x</b>:pw")
     client = c.login("<b>x</b>", "pw")
     page = client.get(c.url + "/", timeout=10).text
@@ -126,7 +126,7 @@ def test_https_serves_the_console_and_http_redirects_to_it(tmp_path):
         c.stop()
 
 
-def test_www_connections_bounds_the_requests_served_at_once(console):  # noqa: F811
+def test_www_connections_bounds_the_requests_served_at_once(console):
     """A client that holds its connection open takes the one slot; the next is
     not served until that slot is free again."""
     import socket
@@ -143,7 +143,7 @@ def test_www_connections_bounds_the_requests_served_at_once(console):  # noqa: F
     assert requests.get(c.url + "/login", timeout=10).status_code == 200
 
 
-def test_www_dir_serves_the_views_and_assets_from_elsewhere(console, tmp_path):  # noqa: F811
+def test_www_dir_serves_the_views_and_assets_from_elsewhere(console, tmp_path):
     import shutil
 
     from mailerq_gevent.console.app import PACKAGE_ROOT

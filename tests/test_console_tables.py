@@ -7,7 +7,6 @@ from sqlalchemy import insert, select
 
 from mailerq_gevent import signing
 from mailerq_gevent.db import tables
-from tests.console_support import console  # noqa: F401 - the fixture
 
 TYPICAL = {
     "capacity": {"localip": "192.0.2.1", "domain": "example.com", "domain_maxmessages": 100},
@@ -82,7 +81,7 @@ def _generate(c, session, **body):
 # -- logins, CSRF, origin ---------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/tables", "/tables/capacity", "/dkim"])
-def test_pages_without_a_session_go_to_the_login(console, path):  # noqa: F811
+def test_pages_without_a_session_go_to_the_login(console, path):
     c = console()
     answer = c.client().get(c.url + path, allow_redirects=False, timeout=10)
     assert answer.status_code == 303 and answer.headers["Location"].endswith("/login")
@@ -92,7 +91,7 @@ def test_pages_without_a_session_go_to_the_login(console, path):  # noqa: F811
     ("GET", "/api/tables"), ("GET", "/api/tables/capacity"), ("GET", "/api/tables/capacity/1"),
     ("POST", "/api/tables/capacity"), ("PUT", "/api/tables/capacity/1"),
     ("DELETE", "/api/tables/capacity/1"), ("POST", "/api/dkim/generate")])
-def test_the_api_without_a_session_answers_401(console, method, path):  # noqa: F811
+def test_the_api_without_a_session_answers_401(console, method, path):
     c = console()
     answer = _api(c, c.client(), method, path, {"domain": "example.com"})
     assert answer.status_code == 401 and answer.json() == {"error": "login required"}
@@ -100,7 +99,7 @@ def test_the_api_without_a_session_answers_401(console, method, path):  # noqa: 
 
 @pytest.mark.parametrize("headers", [
     {"X-CSRF-Token": ""}, {"X-CSRF-Token": "wrong"}])
-def test_changes_without_the_right_csrf_token_are_refused(console, headers):  # noqa: F811
+def test_changes_without_the_right_csrf_token_are_refused(console, headers):
     c = console()
     s = c.login()
     row_id = _insert(c, "capacity", domain="keep.example")
@@ -116,7 +115,7 @@ def test_changes_without_the_right_csrf_token_are_refused(console, headers):  # 
 
 @pytest.mark.parametrize("headers", [
     {"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}])
-def test_cross_site_changes_are_refused_even_with_the_token(console, headers):  # noqa: F811
+def test_cross_site_changes_are_refused_even_with_the_token(console, headers):
     c = console()
     s = c.login()
     answer = _api(c, s, "POST", "/api/tables/paused", {"target": "example.com"}, **headers)
@@ -124,7 +123,7 @@ def test_cross_site_changes_are_refused_even_with_the_token(console, headers):  
     assert _rows(c, "paused") == [] and not c.reloader.current.is_paused("", "example.com")
 
 
-def test_the_api_token_works_without_a_cookie_or_csrf_token(console):  # noqa: F811
+def test_the_api_token_works_without_a_cookie_or_csrf_token(console):
     c = console(www_api_token="t0ken-for-scripts")
     answer = c.client().post(c.url + "/api/tables/paused", json={"target": "example.com"},
                              headers={"Authorization": "Bearer t0ken-for-scripts"}, timeout=10)
@@ -134,7 +133,7 @@ def test_the_api_token_works_without_a_cookie_or_csrf_token(console):  # noqa: F
 
 # -- listing ----------------------------------------------------------------------------
 
-def test_the_tables_page_and_api_list_every_table_with_its_rows(console):  # noqa: F811
+def test_the_tables_page_and_api_list_every_table_with_its_rows(console):
     c = console()
     s = c.login()
     _insert(c, "capacity", domain="a.example")
@@ -150,7 +149,7 @@ def test_the_tables_page_and_api_list_every_table_with_its_rows(console):  # noq
     assert all('href="/tables/%s"' % name in page for name in listed)
 
 
-def test_rows_the_loader_skips_are_flagged_with_the_reason(console):  # noqa: F811
+def test_rows_the_loader_skips_are_flagged_with_the_reason(console):
     c = console()
     s = c.login()
     good = _insert(c, "capacity", domain="a.example")
@@ -164,7 +163,7 @@ def test_rows_the_loader_skips_are_flagged_with_the_reason(console):  # noqa: F8
     assert "Row %d is skipped by the settings loader" % bad in page
 
 
-def test_a_row_and_a_page_of_rows(console):  # noqa: F811
+def test_a_row_and_a_page_of_rows(console):
     c = console()
     s = c.login()
     ids = [_insert(c, "paused", target="d%d.example" % n) for n in range(5)]
@@ -174,7 +173,7 @@ def test_a_row_and_a_page_of_rows(console):  # noqa: F811
     assert _api(c, s, "GET", "/api/tables/paused?limit=x").status_code == 400
 
 
-def test_unknown_tables_and_rows_answer_404(console):  # noqa: F811
+def test_unknown_tables_and_rows_answer_404(console):
     c = console()
     s = c.login()
     for method, path in (("GET", "/api/tables/nope"), ("POST", "/api/tables/nope"),
@@ -186,7 +185,7 @@ def test_unknown_tables_and_rows_answer_404(console):  # noqa: F811
     assert s.get(c.url + "/tables/nope", timeout=10).status_code == 404
 
 
-def test_ips_is_read_only(console):  # noqa: F811
+def test_ips_is_read_only(console):
     c = console()
     s = c.login()
     row_id = _insert(c, "ips", ip="192.0.2.1", hostname="mta.example")
@@ -202,7 +201,7 @@ def test_ips_is_read_only(console):  # noqa: F811
 
 # -- changes ------------------------------------------------------------------------------
 
-def test_a_capacity_row_is_saved_and_live_at_once(console):  # noqa: F811
+def test_a_capacity_row_is_saved_and_live_at_once(console):
     c = console()
     s = c.login()
     answer = _api(c, s, "POST", "/api/tables/capacity", TYPICAL["capacity"])
@@ -215,7 +214,7 @@ def test_a_capacity_row_is_saved_and_live_at_once(console):  # noqa: F811
     assert answer.headers["X-Settings-Generation"] == str(c.reloader.current.generation)
 
 
-def test_an_edit_keeps_the_columns_left_out_and_is_live(console):  # noqa: F811
+def test_an_edit_keeps_the_columns_left_out_and_is_live(console):
     c = console()
     s = c.login()
     row_id = _api(c, s, "POST", "/api/tables/capacity", TYPICAL["capacity"]).json()["id"]
@@ -227,7 +226,7 @@ def test_an_edit_keeps_the_columns_left_out_and_is_live(console):  # noqa: F811
     assert (live.domain_maxmessages, live.domain_maxconnections, live.secure) == (100, 3, True)
 
 
-def test_a_delete_is_live_at_once(console):  # noqa: F811
+def test_a_delete_is_live_at_once(console):
     c = console()
     s = c.login()
     row_id = _api(c, s, "POST", "/api/tables/paused", {"target": "example.com"}).json()["id"]
@@ -238,7 +237,7 @@ def test_a_delete_is_live_at_once(console):  # noqa: F811
 
 
 @pytest.mark.parametrize("name", sorted(TYPICAL))
-def test_each_table_takes_a_typical_row_and_the_settings_use_it(console, name):  # noqa: F811
+def test_each_table_takes_a_typical_row_and_the_settings_use_it(console, name):
     c = console()
     s = c.login()
     answer = _api(c, s, "POST", "/api/tables/" + name, TYPICAL[name])
@@ -247,7 +246,7 @@ def test_each_table_takes_a_typical_row_and_the_settings_use_it(console, name): 
     assert c.reloader.current.counts()[name] == 1
 
 
-def test_values_are_stored_canonical(console):  # noqa: F811
+def test_values_are_stored_canonical(console):
     c = console()
     s = c.login()
     row = _api(c, s, "POST", "/api/tables/delegates",
@@ -259,8 +258,8 @@ def test_values_are_stored_canonical(console):  # noqa: F811
 
 
 @pytest.mark.parametrize("name,body,field", BAD)
-def test_a_bad_value_is_refused_with_a_message_and_nothing_is_saved(  # noqa: F811
-        console, name, body, field):  # noqa: F811
+def test_a_bad_value_is_refused_with_a_message_and_nothing_is_saved(
+        console, name, body, field):
     c = console()
     s = c.login()
     before = c.reloader.current.generation
@@ -270,7 +269,7 @@ def test_a_bad_value_is_refused_with_a_message_and_nothing_is_saved(  # noqa: F8
     assert _rows(c, name) == [] and c.reloader.current.generation == before
 
 
-def test_a_bad_edit_is_refused_and_the_row_is_unchanged(console):  # noqa: F811
+def test_a_bad_edit_is_refused_and_the_row_is_unchanged(console):
     c = console()
     s = c.login()
     row_id = _api(c, s, "POST", "/api/tables/locals", TYPICAL["locals"]).json()["id"]
@@ -282,7 +281,7 @@ def test_a_bad_edit_is_refused_and_the_row_is_unchanged(console):  # noqa: F811
 @pytest.mark.parametrize("data,content_type", [
     (b"{not json", "application/json"), (b"[1, 2]", "application/json"),
     (b'{"target": "example.com"}', "text/plain"), (b"target=example.com", "")])
-def test_the_body_must_be_a_json_object(console, data, content_type):  # noqa: F811
+def test_the_body_must_be_a_json_object(console, data, content_type):
     c = console()
     s = c.login()
     answer = s.post(c.url + "/api/tables/paused", data=data, timeout=10,
@@ -291,7 +290,7 @@ def test_the_body_must_be_a_json_object(console, data, content_type):  # noqa: F
     assert _rows(c, "paused") == []
 
 
-def test_a_duplicate_is_refused_with_the_other_row(console):  # noqa: F811
+def test_a_duplicate_is_refused_with_the_other_row(console):
     c = console()
     s = c.login()
     first = _api(c, s, "POST", "/api/tables/capacity", TYPICAL["capacity"]).json()["id"]
@@ -301,7 +300,7 @@ def test_a_duplicate_is_refused_with_the_other_row(console):  # noqa: F811
     assert "domain" in answer.json()["errors"] and len(_rows(c, "capacity")) == 1
 
 
-def test_the_overview_can_pause_a_domain_and_an_ip(console):  # noqa: F811
+def test_the_overview_can_pause_a_domain_and_an_ip(console):
     c = console()
     s = c.login()
     assert _api(c, s, "POST", "/api/tables/paused", {"target": "example.com"}).status_code == 201
@@ -311,7 +310,7 @@ def test_the_overview_can_pause_a_domain_and_an_ip(console):  # noqa: F811
     assert not live.is_paused("192.0.2.1", "b.org")
 
 
-def test_changes_work_on_every_database(console, db_url):  # noqa: F811
+def test_changes_work_on_every_database(console, db_url):
     c = console(database=db_url)
     s = c.login()
     domain = "backend-%s.example" % db_url.split(":")[0]
@@ -326,7 +325,7 @@ def test_changes_work_on_every_database(console, db_url):  # noqa: F811
     assert c.reloader.current.capacity("192.0.2.1", domain) == before
 
 
-def test_a_row_that_shows_html_is_escaped_in_the_page(console):  # noqa: F811
+def test_a_row_that_shows_html_is_escaped_in_the_page(console):
     c = console()
     s = c.login()
     probe = "<img src=x onerror=alert(1)>"
@@ -335,7 +334,7 @@ def test_a_row_that_shows_html_is_escaped_in_the_page(console):  # noqa: F811
     assert probe not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
 
 
-def test_the_page_shows_the_form_and_the_message_after_a_change(console):  # noqa: F811
+def test_the_page_shows_the_form_and_the_message_after_a_change(console):
     c = console()
     s = c.login()
     page = s.get(c.url + "/tables/capacity?saved=3", timeout=10).text
@@ -346,8 +345,8 @@ def test_the_page_shows_the_form_and_the_message_after_a_change(console):  # noq
 # -- DKIM ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("algorithm", ["rsa-sha256", "ed25519-sha256"])
-def test_generating_a_key_shows_its_txt_record_and_never_the_private_key(  # noqa: F811
-        console, algorithm):  # noqa: F811
+def test_generating_a_key_shows_its_txt_record_and_never_the_private_key(
+        console, algorithm):
     c = console()
     s = c.login()
     answer = _generate(c, s, algorithm=algorithm, expire=86400)
@@ -371,7 +370,7 @@ def test_generating_a_key_shows_its_txt_record_and_never_the_private_key(  # noq
     ({"domain": ""}, "domain"), ({"selector": "bad selector"}, "selector"),
     ({"algorithm": "rsa-sha1"}, "algorithm"), ({"bits": 512}, "bits"),
     ({"expire": -1}, "expire"), ({"privatekey": "mine"}, "privatekey")])
-def test_generating_refuses_bad_input_and_saves_nothing(console, body, field):  # noqa: F811
+def test_generating_refuses_bad_input_and_saves_nothing(console, body, field):
     c = console()
     s = c.login()
     answer = _generate(c, s, **body)
@@ -379,7 +378,7 @@ def test_generating_refuses_bad_input_and_saves_nothing(console, body, field):  
     assert _rows(c, "dkim_keys") == []
 
 
-def test_an_uploaded_key_is_kept_and_never_echoed(console):  # noqa: F811
+def test_an_uploaded_key_is_kept_and_never_echoed(console):
     c = console()
     s = c.login()
     pem, txt = signing.generate_key("ed25519-sha256")
@@ -397,7 +396,7 @@ def test_an_uploaded_key_is_kept_and_never_echoed(console):  # noqa: F811
     assert wrong.status_code == 400 and "privatekey" in wrong.json()["errors"]
 
 
-def test_a_key_named_by_a_pattern_cannot_be_deleted(console):  # noqa: F811
+def test_a_key_named_by_a_pattern_cannot_be_deleted(console):
     c = console()
     s = c.login()
     key_id = _generate(c, s, algorithm="ed25519-sha256").json()["id"]
@@ -411,7 +410,7 @@ def test_a_key_named_by_a_pattern_cannot_be_deleted(console):  # noqa: F811
     assert len(_rows(c, "dkim_keys")) == 1
 
 
-def test_a_second_key_for_the_same_selector_is_refused(console):  # noqa: F811
+def test_a_second_key_for_the_same_selector_is_refused(console):
     c = console()
     s = c.login()
     assert _generate(c, s, algorithm="ed25519-sha256").status_code == 201

@@ -9,11 +9,11 @@ from sqlalchemy import select
 from mailerq_gevent import signing
 from mailerq_gevent.db import tables
 from tests.browser import login, screenshot
-from tests.console_support import PASSWORD, USER, console  # noqa: F401 - the fixture
+from tests.console_support import PASSWORD, USER
 
 
 @pytest.fixture
-def page(browser, console):  # noqa: F811
+def page(browser, console):
     """A logged-in page (``page.c`` is the console) that records console errors."""
     c = console()
     opened = browser.new_page()

@@ -6,9 +6,9 @@ import signal
 import gevent
 
 from mailerq_gevent.broker import Broker, codec
+from tests.daemon_support import write_config
 from tests.delivery_support import MIME
 from tests.smtp_sink import SmtpSink
-from tests.test_daemon import daemon, write_config  # noqa: F401 - the daemon fixture
 from tests.waiting import wait_until
 
 COUNT = 300
@@ -18,7 +18,7 @@ def subjects(sink):
     return {m.data.split(b"Subject: ")[1].split(b"\r\n")[0].decode() for m in sink.messages}
 
 
-def test_kill_9_during_delivery_loses_nothing(tmp_path, daemon):  # noqa: F811
+def test_kill_9_during_delivery_loses_nothing(tmp_path, daemon):
     sink = SmtpSink(data_delay=0.02).start()
     broker = Broker("sqlite:///%s" % (tmp_path / "queue.sqlite"))
     broker.start(["outbox"])
@@ -43,12 +43,12 @@ def test_kill_9_during_delivery_loses_nothing(tmp_path, daemon):  # noqa: F811
         gevent.spawn(sink.stop).join(5)
 
 
-def test_mail_received_by_smtp_workers_is_delivered_by_the_daemon(tmp_path, daemon):  # noqa: F811
+def test_mail_received_by_smtp_workers_is_delivered_by_the_daemon(tmp_path, daemon):
     """With smtp-threads 2 the workers commit into the daemon's queue file
     themselves; their commit notices wake the daemon's senders at once."""
     import smtplib
 
-    from tests.test_smtpd_daemon import free_port
+    from tests.smtp_sink import free_port
     sink = SmtpSink().start()
     port = free_port()
     conf = write_config(tmp_path, "relay: 127.0.0.1:%d\nsmtp-port: %d\nsmtp-ip: 127.0.0.1\n"

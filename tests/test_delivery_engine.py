@@ -9,9 +9,8 @@ import pytest
 from mailerq_gevent import certificates, signing
 from mailerq_gevent.delivery.routing import Router
 from mailerq_gevent.resolver import make_resolver
-from tests.delivery_support import MIME, World, capacity
 from tests import mail_dkim
-from tests.dns_server import dns_zone_fixture  # noqa: F401 - the dns_zone fixture
+from tests.delivery_support import MIME, World, capacity
 from tests.smtp_sink import SmtpSink
 from tests.waiting import wait_until
 
@@ -341,12 +340,12 @@ def test_delivery_over_rabbitmq_with_a_retry_through_its_delay_queue(tmp_path, r
     ``<queue>.delay.<s>`` holding queue back into the outbox."""
     import uuid
 
+    from mailerq_gevent import config
     from mailerq_gevent.broker import Broker, codec
     from mailerq_gevent.connections import ConnectionBudget
     from mailerq_gevent.db import load
     from mailerq_gevent.delivery.engine import DeliveryEngine
-    from mailerq_gevent import config
-    from tests.delivery_support import numbered
+    from tests.rows import numbered
     tag = uuid.uuid4().hex[:8]
     outbox, retry = "t_outbox_" + tag, "t_retry_" + tag
     sink = SmtpSink().start()

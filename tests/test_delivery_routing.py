@@ -11,13 +11,19 @@ import gevent
 import pytest
 
 from mailerq_gevent.config_values import HostPort
-from mailerq_gevent.db import load
 from mailerq_gevent.delivery import routing
-from mailerq_gevent.delivery.routing import (PermanentRouteError, Router, Target,
-                                             TemporaryRouteError, choose_local_ip, ehlo_name)
+from mailerq_gevent.delivery.routing import (
+    PermanentRouteError,
+    Router,
+    Target,
+    TemporaryRouteError,
+    choose_local_ip,
+    ehlo_name,
+)
 from mailerq_gevent.resolver import make_resolver
 from mailerq_gevent.settings import Settings
-from tests.dns_server import TTL, dns_zone_fixture, serve_zone, silent_server  # noqa: F401
+from tests.dns_server import TTL, serve_zone, silent_server
+from tests.rows import snapshot
 
 EMPTY = Settings.empty()
 
@@ -55,9 +61,7 @@ class Clock:
 
 
 def settings_with(**rows):
-    numbered = {name: [dict(row, id=n) for n, row in enumerate(items, 1)]
-                for name, items in rows.items()}
-    return load.build_snapshot(numbered)
+    return snapshot(rows)
 
 
 @contextlib.contextmanager

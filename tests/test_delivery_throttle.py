@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from mailerq_gevent.db import load
 from mailerq_gevent.delivery import throttle
 from mailerq_gevent.delivery.throttle import Rate, Throttles, TokenBucket
 from mailerq_gevent.settings import CAPACITY_FIELDS, UNLIMITED, Capacity
+from tests.rows import snapshot
 
 IP, OTHER_IP = "192.0.2.1", "192.0.2.99"
 MX1, MX2, MX3, MX4 = "198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"
@@ -39,9 +39,7 @@ def throttles(clock):
 
 def build(**rows):
     """A real snapshot from ``table=[row dict, ...]``; ids in list order."""
-    numbered = {name: [dict(row, id=n) for n, row in enumerate(items, 1)]
-                for name, items in rows.items()}
-    return load.build_snapshot(numbered, generation=1, loaded_at=0.0)
+    return snapshot(rows, generation=1, loaded_at=0.0)
 
 
 def cap(localip="", domain="", **limits):

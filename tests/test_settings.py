@@ -11,9 +11,10 @@ from sqlalchemy import text
 
 from mailerq_gevent import patterns, settings
 from mailerq_gevent.db import load, schema, tables
-from mailerq_gevent.db.load import load_snapshot
 from mailerq_gevent.db.engine import make_engine
+from mailerq_gevent.db.load import load_snapshot
 from mailerq_gevent.settings import UNLIMITED, Capacity, Reloader, Settings
+from tests.rows import snapshot
 from tests.waiting import wait_until
 
 IP, OTHER_IP = "192.0.2.1", "192.0.2.99"
@@ -22,9 +23,7 @@ LIMITS = tables.CAPACITY_COLUMNS + ("secure",)
 
 def build(**rows):
     """A snapshot from ``table=[row dict, ...]``; ids are given in list order."""
-    numbered = {name: [dict(row, id=row.get("id", n)) for n, row in enumerate(items, 1)]
-                for name, items in rows.items()}
-    return load.build_snapshot(numbered, generation=7, loaded_at=1000.0)
+    return snapshot(rows, generation=7, loaded_at=1000.0)
 
 
 def cap(localip="", domain="", **limits):

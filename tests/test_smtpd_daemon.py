@@ -5,24 +5,18 @@ import json
 import shutil
 import signal
 import smtplib
-import socket
 import sqlite3
 import subprocess
 
 import gevent
 import pytest
 
+from tests.daemon_support import write_config
+from tests.smtp_sink import free_port
 from tests.smtp_support import message
-from tests.test_daemon import daemon, write_config  # noqa: F401 - the daemon fixture
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start(tmp_path, daemon):  # noqa: F811
+def start(tmp_path, daemon):
     port = free_port()
     conf = write_config(tmp_path, "smtp-port: %d\nsmtp-ip: 127.0.0.1\n" % port)
     conf.write_text(conf.read_text().replace("smtp-port:\n", "").replace(
@@ -38,7 +32,7 @@ def queued(tmp_path):
     return [json.loads(row[0]) for row in rows]
 
 
-def test_swaks_into_the_daemon_queues_json(tmp_path, daemon):  # noqa: F811
+def test_swaks_into_the_daemon_queues_json(tmp_path, daemon):
     if shutil.which("swaks") is None:
         pytest.skip("swaks is not installed; install it: apt-get install swaks")
     proc, port = start(tmp_path, daemon)
@@ -51,7 +45,7 @@ def test_swaks_into_the_daemon_queues_json(tmp_path, daemon):  # noqa: F811
     assert queued_json["recipient"] == "b@example.org" and queued_json["tags"] == ["swaks"]
 
 
-def test_kill_9_right_after_250_loses_nothing(tmp_path, daemon):  # noqa: F811
+def test_kill_9_right_after_250_loses_nothing(tmp_path, daemon):
     proc, port = start(tmp_path, daemon)
     accepted = []
 
@@ -75,7 +69,7 @@ def test_kill_9_right_after_250_loses_nothing(tmp_path, daemon):  # noqa: F811
     assert len(accepted) >= 500
 
 
-def start_workers(tmp_path, daemon, extra=""):  # noqa: F811
+def start_workers(tmp_path, daemon, extra=""):
     port = free_port()
     conf = write_config(tmp_path, "smtp-port: %d\nsmtp-ip: 127.0.0.1\nsmtp-threads: 2\n%s"
                         % (port, extra))
@@ -104,7 +98,7 @@ def send_many(port, count, tag):
     return accepted
 
 
-def test_smtp_threads_run_sessions_in_worker_processes(tmp_path, daemon):  # noqa: F811
+def test_smtp_threads_run_sessions_in_worker_processes(tmp_path, daemon):
     proc, port = start_workers(tmp_path, daemon)
     assert len(worker_pids(proc)) == 2
     greenlets = [gevent.spawn(send_many, port, 30, "c%d" % n) for n in range(6)]
@@ -116,7 +110,7 @@ def test_smtp_threads_run_sessions_in_worker_processes(tmp_path, daemon):  # noq
     assert "event=smtp.worker_stopped index=0" in proc.text()
 
 
-def test_a_worker_that_dies_is_started_again(tmp_path, daemon):  # noqa: F811
+def test_a_worker_that_dies_is_started_again(tmp_path, daemon):
     proc, port = start_workers(tmp_path, daemon)
     victim = worker_pids(proc)[0]
     subprocess.run(["kill", "-9", str(victim)], check=True)
@@ -129,7 +123,7 @@ def test_a_worker_that_dies_is_started_again(tmp_path, daemon):  # noqa: F811
     assert len(queued(tmp_path)) == 5
 
 
-def test_workers_exit_when_the_daemon_is_killed(tmp_path, daemon):  # noqa: F811
+def test_workers_exit_when_the_daemon_is_killed(tmp_path, daemon):
     proc, port = start_workers(tmp_path, daemon)
     workers = worker_pids(proc)
     accepted = send_many(port, 20, "before")

@@ -168,8 +168,6 @@ def test_rabbitmq_down_gets_451(smtp):
 
 # -- inbound checks (smtp-check) through the server ------------------------------
 
-from tests.dns_server import dns_zone_fixture  # noqa: E402,F401 - the dns_zone fixture
-from tests.spamd import spamd_fixture  # noqa: E402,F401 - the spamd fixture
 
 
 def test_check_results_reach_the_json_and_the_header_goes_to_local_mail(smtp, dns_zone, spamd):

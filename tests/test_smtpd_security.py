@@ -10,7 +10,6 @@ import pytest
 from tests.smtp_support import Raw, message
 from tests.waiting import wait_until
 
-
 # -- SMTP smuggling: only <CRLF>.<CRLF> ends DATA --------------------------------
 
 SMUGGLED = (b"MAIL FROM:<admin@example.com>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\n"
