@@ -39,6 +39,7 @@ from gevent.queue import Empty, Queue
 
 from mailerq_gevent.console.app import template
 from mailerq_gevent.console.render import Message
+from mailerq_gevent.transcript import NULL_TAP, Transcript
 
 SECRET = "****"
 MAX_LINE = 1000
@@ -98,19 +99,20 @@ class Conversation:
     def note(self, text):
         self._add("note", _text(text))
 
-    def message(self, mime, sender=None, recipients=None):
-        """The content sent with DATA (bytes), with its envelope when known."""
+    def message(self, mime, sender=None, recipients=None, size=None):
+        """The content sent with DATA (bytes), with its envelope when known;
+        ``size``: its whole size, when ``mime`` is only its beginning."""
         if self.ended is not None:
             return
         recorder = self.recorder
-        n = len(self.messages) + 1
+        n, size = len(self.messages) + 1, len(mime) if size is None else size
         if n > recorder.max_messages:
             return self._add("note", "message of %d bytes (not kept: %d per conversation)"
-                             % (len(mime), recorder.max_messages))
+                             % (size, recorder.max_messages))
         kept = bytes(mime[:recorder.max_mime])
-        message = Message(n, len(mime), self.sender if sender is None else sender,
+        message = Message(n, size, self.sender if sender is None else sender,
                           list(self.recipients if recipients is None else recipients),
-                          kept, len(kept) < len(mime))
+                          kept, len(kept) < size)
         self.messages.append(message)
         self._add("message", "message %d: %d bytes%s" % (
             n, message.size, " (truncated)" if message.truncated else ""), n)
@@ -222,6 +224,14 @@ class Recorder:
     @property
     def watched(self):
         return bool(self._subscribers)
+
+    def tap(self, direction, peer, local):
+        """The tee for a new connection: a ``Transcript`` into a new Conversation,
+        or ``NULL_TAP`` when this one is not sampled (see ``begin``)."""
+        conversation = self.begin(direction, peer, local)
+        if conversation is None:
+            return NULL_TAP
+        return Transcript(conversation, inbound=direction == "in", keep=self.max_mime)
 
     def begin(self, direction, peer, local):
         """A new Conversation to record into, or None (not sampled)."""

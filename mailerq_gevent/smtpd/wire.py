@@ -18,6 +18,10 @@ Reading (RFC 5321 §4.5.3.1 limits):
 Writing: replies are buffered and sent when the server is about to wait for
 the client (so a pipelined group of commands gets its replies in one write).
 
+``tap`` (``transcript.NULL_TAP`` unless the live view records this session)
+is told every chunk read and every write, and the end: the console's live
+view is a tee here, and the protocol code does not know of it.
+
 On a plain (not TLS) gevent socket the OS socket is read and written directly
 and the wait for input is on an io watcher of our own: gevent's ``recv``
 tries the socket first and waits only after the failed call, which is a
@@ -33,6 +37,8 @@ import ssl
 import gevent
 from gevent import socket as gsocket
 from greenlet import getcurrent
+
+from mailerq_gevent.transcript import NULL_TAP
 
 RECV_SIZE = 65536
 PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
@@ -67,6 +73,7 @@ class Wire:
         self._loop = self._hub.loop
         self._line_timer = self._loop.timer(timeout, priority=-1)
         self._readable = None
+        self.tap = NULL_TAP         # the live view's tee: every chunk read and written
         self._use(sock)
 
     def _use(self, sock):
@@ -83,6 +90,7 @@ class Wire:
 
     def close(self):
         """Close the socket (and our watcher on it)."""
+        self.tap.end()
         if self._readable is not None:
             self._readable.close()
             self._readable = None
@@ -97,6 +105,7 @@ class Wire:
         if self._out:
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
             self._out = []
+            self.tap.sent(data)
             raw = self._raw
             if raw is None:
                 sent = self.sock.send(data)
@@ -217,6 +226,7 @@ class Wire:
                 timer.close()
         if not chunk:
             raise Closed()
+        self.tap.received(chunk)
         self._buffer += chunk
 
     def _recv(self):
