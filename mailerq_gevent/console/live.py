@@ -1,4 +1,4 @@
-"""The live view of SMTP conversations (SPEC §9, seed 003 "Rendering emails").
+"""The live view of SMTP conversations, as MailerQ's console shows them.
 
 ``Recorder`` keeps the most recent conversations, incoming (hooks in
 ``smtpd.session``) and outgoing (``delivery.sender``), each with its dialogue
