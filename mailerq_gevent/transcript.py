@@ -28,7 +28,12 @@ scanned for the end of the data.
 """
 
 import collections
+import re
 
+SECRET = "****"
+MECHANISMS = {"PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER", "GSSAPI",
+              "NTLM", "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-1", "SCRAM-SHA-256"}
+_AUTH = re.compile(r"^(AUTH)(\s+\S+)?(\s+\S.*)?$", re.IGNORECASE | re.DOTALL)
 MAX_LINE = 4096
 MAX_REPLY = 65536
 END_OF_DATA = b"\r\n.\r\n"
@@ -198,3 +203,23 @@ def unstuff(data):
     if data.count(b"\r\n") != data.count(b"\n") or data.count(b"\r") != data.count(b"\n"):
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     return data
+
+
+def as_text(value):
+    """A line or reply (bytes or text) as shown: UTF-8, its last line end gone, LF between lines."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("utf-8", "replace")
+    return str(value).rstrip("\r\n").replace("\r\n", "\n")
+
+
+def redact_auth(text):
+    """An AUTH command as it may be shown: ``AUTH <mechanism> ****`` (a known
+    mechanism name stays, an initial response or anything else goes); any other
+    line is returned as it is (the same object)."""
+    found = _AUTH.match(text)
+    if not found:
+        return text
+    mechanism = (found.group(2) or "").strip()
+    shown = mechanism if mechanism.upper() in MECHANISMS else (SECRET if mechanism else "")
+    return " ".join(part for part in (found.group(1), shown,
+                                      SECRET if found.group(3) else "") if part)

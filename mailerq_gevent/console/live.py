@@ -39,14 +39,10 @@ from gevent.queue import Empty, Queue
 
 from mailerq_gevent.console.app import template
 from mailerq_gevent.console.render import Message
-from mailerq_gevent.transcript import NULL_TAP, Transcript
+from mailerq_gevent.transcript import NULL_TAP, SECRET, Transcript, as_text, redact_auth
 
-SECRET = "****"
 MAX_LINE = 1000
-MECHANISMS = {"PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER", "GSSAPI",
-              "NTLM", "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-1", "SCRAM-SHA-256"}
 QUEUE_LIMIT = 2000          # events waiting for one slow viewer before it is reset
-_AUTH = re.compile(r"^(AUTH)(\s+\S+)?(\s+\S.*)?$", re.IGNORECASE | re.DOTALL)
 _PATH = re.compile(r"^(MAIL\s+FROM|RCPT\s+TO)\s*:\s*<?([^>\s]*)", re.IGNORECASE)
 
 
@@ -73,12 +69,11 @@ class Conversation:
         """A command line from the client (AUTH data redacted)."""
         if self._secret_next:
             return self.secret()
-        text = _text(line)
-        found = _AUTH.match(text)
-        if found:
-            text = _redact_auth(found)
-        else:
+        text = as_text(line)
+        redacted = redact_auth(text)
+        if redacted is text:
             self._track(text)
+        text = redacted
         self._add("client", text)
 
     def secret(self):
@@ -89,15 +84,15 @@ class Conversation:
     def server(self, reply, code=None):
         """A reply: a ``Reply``, its wire bytes, or smtplib's ``(code, text)`` as ``code=``."""
         if code is not None:
-            text = _wire_reply(code, _text(reply))
+            text = _wire_reply(code, as_text(reply))
         else:
-            text = _text(reply.encode() if hasattr(reply, "code") else reply)
+            text = as_text(reply.encode() if hasattr(reply, "code") else reply)
             code = int(text[:3]) if text[:3].isdigit() else 0
         self._secret_next = code == 334
         self._add("server", text)
 
     def note(self, text):
-        self._add("note", _text(text))
+        self._add("note", as_text(text))
 
     def message(self, mime, sender=None, recipients=None, size=None):
         """The content sent with DATA (bytes), with its envelope when known;
@@ -215,6 +210,7 @@ class Recorder:
         self._subscribers = []
         self._ids = itertools.count(1)
         self._sampled = None
+        self._watchers = []        # called with ``watched`` when it changes
 
     @classmethod
     def from_config(cls, conf):
@@ -259,11 +255,24 @@ class Recorder:
             raise TooManyStreams()
         subscription = Subscription(only)
         self._subscribers.append(subscription)
+        if len(self._subscribers) == 1:
+            self._tell_watchers()
         return subscription
 
     def unsubscribe(self, subscription):
         if subscription in self._subscribers:
             self._subscribers.remove(subscription)
+            if not self._subscribers:
+                self._tell_watchers()
+
+    def watch_changes(self, callback):
+        """Call ``callback(watched)`` whenever ``watched`` changes (the SMTP
+        worker processes record every session while somebody watches)."""
+        self._watchers.append(callback)
+
+    def _tell_watchers(self):
+        for callback in self._watchers:
+            callback(self.watched)
 
     def close(self):
         """End every open stream now (the daemon is stopping: no viewer holds it up)."""
@@ -305,12 +314,6 @@ class Recorder:
 
 # -- helpers ---------------------------------------------------------------------
 
-def _text(value):
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        value = bytes(value).decode("utf-8", "replace")
-    return str(value).rstrip("\r\n").replace("\r\n", "\n")
-
-
 def _wire_reply(code, text):
     """smtplib's ``(code, text)`` back into reply lines as they were sent."""
     lines = text.split("\n") or [""]
@@ -328,14 +331,6 @@ def _line_event(conversation, n, entry):
     if entry[3]:
         payload["message"] = conversation.find_message(entry[3]).as_json(conversation.id)
     return payload
-
-
-def _redact_auth(found):
-    """``AUTH <mechanism> ****``: a known mechanism name stays, everything else goes."""
-    mechanism = (found.group(2) or "").strip()
-    shown = mechanism if mechanism.upper() in MECHANISMS else (SECRET if mechanism else "")
-    return " ".join(part for part in (found.group(1), shown,
-                                      SECRET if found.group(3) else "") if part)
 
 
 def clock_text(seconds):
