@@ -37,8 +37,9 @@ import time
 import bottle
 from gevent.queue import Empty, Queue
 
-from mailerq_gevent.console.app import template
+from mailerq_gevent.console.answers import ApiError, json_route
 from mailerq_gevent.console.render import Message
+from mailerq_gevent.console.templates import template
 
 SECRET = "****"
 MAX_LINE = 1000
@@ -358,8 +359,9 @@ def install(app, context):
 
     @app.get("/api/live")
     @guard.require("api")
+    @json_route
     def live_list():
-        return _json(_summaries(context.recorder))
+        return _summaries(context.recorder)
 
     @app.get("/api/live/stream")
     @guard.require("api")
@@ -368,8 +370,9 @@ def install(app, context):
 
     @app.get("/api/live/<number:int>")
     @guard.require("api")
+    @json_route
     def live_one(number):
-        return _json(_find(context, number, api=True).detail())
+        return _find(context, number, api=True).detail()
 
 
 def _summaries(recorder):
@@ -380,25 +383,18 @@ def _find(context, number, api=False):
     conversation = context.recorder.get(number) if context.recorder else None
     if conversation is None:
         if api:
-            raise bottle.HTTPResponse(_json({"error": "no such conversation"}), status=404,
-                                      headers={"Content-Type": "application/json"})
+            raise ApiError(404, "no such conversation")
         bottle.abort(404, "No such conversation (only the most recent ones are kept).")
     return conversation
 
 
-def _json(data, status=200):
-    bottle.response.status = status
-    bottle.response.content_type = "application/json"
-    return json.dumps(data)
-
-
 def _stream(recorder, only):
     if recorder is None:
-        return _json({"error": "the live view is not recording in this process"}, 503)
+        return ApiError(503, "the live view is not recording in this process").answer()
     try:
         subscription = recorder.subscribe(int(only) if only and only.isdigit() else None)
     except TooManyStreams:
-        return _json({"error": "too many live viewers; try again later"}, 503)
+        return ApiError(503, "too many live viewers; try again later").answer()
     bottle.response.content_type = "text/event-stream; charset=utf-8"
     bottle.response.set_header("X-Accel-Buffering", "no")
     return _events(recorder, subscription)
