@@ -1,7 +1,6 @@
 """A real headless Chromium for the console's end-to-end tests: Debian's
 ``chromium`` driven by Playwright (its Python package; no browser download).
-
-    from tests.browser import browser  # noqa: F401 - the fixture
+The ``browser`` fixture is registered for every test by ``tests/conftest.py``:
 
     def test_x(browser, console):
         page = browser.new_page()

@@ -10,7 +10,8 @@ import requests
 from mailerq_gevent import authn, config, settings
 from mailerq_gevent.broker import Broker
 from mailerq_gevent.connections import ConnectionBudget
-from mailerq_gevent.console.app import ConsoleServer, Context
+from mailerq_gevent.console.app import ConsoleServer
+from mailerq_gevent.console.templates import Context
 from mailerq_gevent.db import load, schema
 from mailerq_gevent.db.engine import make_engine
 
@@ -29,8 +30,7 @@ class Console:
         schema.ensure_schema(self.database)
         self.reloader = settings.Reloader(self.database, 600, load.load_snapshot)
         self.reloader.reload_now()
-        self.broker = Broker(self.conf.rabbitmq_address)
-        self.broker.start(["outbox"])
+        self.start_broker()
         self.context = Context(self.conf, database=self.database, reloader=self.reloader,
                                broker=self.broker,
                                authenticator=authn.from_spec(self.conf.www_auth),
@@ -38,6 +38,12 @@ class Console:
         self.server = ConsoleServer(self.context, tls_context=tls).start()
         self.port = self.server.addresses[0][1]
         self.url = "http://127.0.0.1:%d" % self.port
+
+    def start_broker(self):
+        """A new Broker on the queue file, as the daemon makes one when it starts."""
+        self.broker = Broker(self.conf.rabbitmq_address)
+        self.broker.start(["outbox"])
+        return self.broker
 
     def stop(self):
         self.server.stop(2)

@@ -104,26 +104,26 @@ def test_user_names_are_escaped_in_pages(console):
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
 
 
-def test_https_serves_the_console_and_http_redirects_to_it(tmp_path):
-    import requests
-
+def _https_console(console, tmp_path):
+    """A console on HTTPS, with plain HTTP on another port redirecting to it."""
     from mailerq_gevent import certificates
-    from tests.console_support import Console
     from tests.smtp_sink import free_port
-    plain_port, secure_port = free_port(), free_port()
     tls = certificates.server_context("", "", var_dir=str(tmp_path), name="www")
-    c = Console(tmp_path, tls=tls, www_port=plain_port, www_secure_port=secure_port)
-    try:
-        plain = requests.get("http://127.0.0.1:%d/login" % plain_port, allow_redirects=False,
-                             timeout=10)
-        assert plain.status_code == 301
-        assert plain.headers["Location"] == "https://127.0.0.1:%d/login" % secure_port
-        login = requests.post("https://127.0.0.1:%d/login" % secure_port, verify=False,
-                              data={"user": USER, "password": PASSWORD},
-                              allow_redirects=False, timeout=10)
-        assert login.status_code == 303 and "Secure" in login.headers["Set-Cookie"]
-    finally:
-        c.stop()
+    return console(tls=tls, www_port=free_port(), www_secure_port=free_port())
+
+
+def test_https_serves_the_console_and_http_redirects_to_it(console, tmp_path):
+    import requests
+    c = _https_console(console, tmp_path)
+    plain_port, secure_port = c.conf.www_port, c.conf.www_secure_port
+    plain = requests.get("http://127.0.0.1:%d/login" % plain_port, allow_redirects=False,
+                         timeout=10)
+    assert plain.status_code == 301
+    assert plain.headers["Location"] == "https://127.0.0.1:%d/login" % secure_port
+    login = requests.post("https://127.0.0.1:%d/login" % secure_port, verify=False,
+                          data={"user": USER, "password": PASSWORD},
+                          allow_redirects=False, timeout=10)
+    assert login.status_code == 303 and "Secure" in login.headers["Set-Cookie"]
 
 
 def test_www_connections_bounds_the_requests_served_at_once(console):
@@ -146,7 +146,7 @@ def test_www_connections_bounds_the_requests_served_at_once(console):
 def test_www_dir_serves_the_views_and_assets_from_elsewhere(console, tmp_path):
     import shutil
 
-    from mailerq_gevent.console.app import PACKAGE_ROOT
+    from mailerq_gevent.console.templates import PACKAGE_ROOT
     other = tmp_path / "www"
     shutil.copytree(PACKAGE_ROOT + "/views", other / "views")
     (other / "static" / "css").mkdir(parents=True)
@@ -156,8 +156,15 @@ def test_www_dir_serves_the_views_and_assets_from_elsewhere(console, tmp_path):
         "/* from www-dir */"
 
 
-def test_the_https_redirect_keeps_the_host_the_browser_asked_for():
-    from mailerq_gevent.console.app import _host_of
-    assert [_host_of(h) for h in ("mq.example:8485", "mq.example", "192.0.2.1:80",
-                                  "[2001:db8::1]:8485", "[2001:db8::1]")] == \
-        ["mq.example", "mq.example", "192.0.2.1", "[2001:db8::1]", "[2001:db8::1]"]
+def test_the_https_redirect_keeps_the_host_the_browser_asked_for(console, tmp_path):
+    import requests
+    c = _https_console(console, tmp_path)
+    hosts = {"mq.example:8485": "mq.example", "mq.example": "mq.example",
+             "192.0.2.1:80": "192.0.2.1", "[2001:db8::1]:8485": "[2001:db8::1]",
+             "[2001:db8::1]": "[2001:db8::1]"}
+    for header, host in hosts.items():
+        answer = requests.get("http://127.0.0.1:%d/tables" % c.conf.www_port,
+                              headers={"Host": header}, allow_redirects=False, timeout=10)
+        assert answer.status_code == 301, header
+        assert answer.headers["Location"] == "https://%s:%d/tables" % (
+            host, c.conf.www_secure_port), header

@@ -1,6 +1,9 @@
-"""The management console (SPEC §9, seed 003): a Bottle app served inside the daemon.
+"""MailerQ's management console: a Bottle app served inside the daemon.
 
-    app.py        the app factory, the HTTP(S) server, templates and static files
+    app.py        the app factory and the HTTP(S) server
+    templates.py  what the routes are given (Context) and how pages are rendered
+    answers.py    JSON answers and refusals (ApiError, json_route)
+    request_body.py  reading a JSON request body, bounded in size and time
     security.py   sessions from cookies, API tokens, CSRF and origin checks, headers
     sessions.py   server-side sessions and the failed-login throttle
     pages.py      login, logout, the overview page

@@ -1,4 +1,4 @@
-"""The console's JSON API for the overview and for scripts (SPEC §4, §9, §11).
+"""The console's JSON API for the overview and for scripts.
 
     GET  /api/stats?range=hour|day   deliveries per bucket, totals, top domains / local IPs
     GET  /api/status                 queue depths, open connections, settings generation
@@ -9,14 +9,14 @@
 (Pausing is ``POST /api/tables/paused``, in ``tables.py``.) Every route needs
 a session or the ``www-api-token`` bearer token (``Guard.require("api")``,
 which also checks CSRF and origin on POST for cookie sessions). Answers are
-JSON; errors are ``{"error": text}`` with 400, 404, 413 or 503. Times are
-UNIX seconds.
+JSON (``answers.py``); errors are ``{"error": text}`` with 400, 404, 408, 413
+or 503. Times are UNIX seconds.
 
 Inject validates every message before publishing any (``envelope``,
 ``recipient`` and ``mime`` strings, addresses without spaces or control
 characters), then publishes them all or none (``publish_many``): 202 means
 they are durable in the outbox. The body is read up to ``INJECT_LIMIT``
-bytes (more: 413) within ``READ_TIMEOUT`` seconds.
+bytes (more: 413) within ``request_body.READ_TIMEOUT`` seconds (else 408).
 
 Cluster links: each ``ips`` row names its instance by host name, not by
 console URL. This instance links to ``www-url`` (else the URL the browser
@@ -24,7 +24,6 @@ used); another one is assumed to serve its console with this console's
 scheme and port, so the link is ``<scheme>://<hostname>[:<port>]/``.
 """
 
-import json
 import re
 import socket
 import time
@@ -37,7 +36,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mailerq_gevent import config, logs
 from mailerq_gevent.broker import BrokerError, codec
-from mailerq_gevent.console import charts
+from mailerq_gevent.console import charts, request_body
+from mailerq_gevent.console.answers import ApiError, json_route
 from mailerq_gevent.db import tables
 from mailerq_gevent.mail.addresses import AddressError, validate
 
@@ -45,19 +45,10 @@ log = logs.get(__name__)
 
 INJECT_LIMIT = 25 * 1024 * 1024
 MAX_MESSAGES = 10000
-READ_TIMEOUT = 120.0
 DB_TIMEOUT = 10.0
 DEPTH_BUDGET = 5.0          # seconds for all queue depths together
 QUEUE_KEYS = tuple(key[len("rabbitmq-"):] for key in config.QUEUE_KEYS)
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?\Z")
-
-
-class ApiError(Exception):
-    """An answer ``{"error": text, **extra}`` with HTTP ``status``."""
-
-    def __init__(self, status, text, **extra):
-        super().__init__(text)
-        self.status, self.text, self.extra = status, text, extra
 
 
 def install(app, context):
@@ -66,24 +57,15 @@ def install(app, context):
               ("/api/reload", "POST", reload), ("/api/inject", "POST", inject),
               ("/api/cluster", "GET", cluster))
     for path, method, handler in routes:
-        app.route(path, method, require(_answer(handler, context)))
+        app.route(path, method, require(_route(handler, context)))
 
 
-def _answer(handler, context):
-    """Call ``handler(context)`` -> value or (status, value); encode it as JSON."""
+def _route(handler, context):
+    """The route calling ``handler(context)`` -> value or (status, value), as JSON."""
     def callback():
-        response = bottle.response
-        response.content_type = "application/json"
-        try:
-            result = handler(context)
-        except ApiError as error:
-            response.status = error.status
-            return json.dumps(dict(error.extra, error=error.text))
-        code, value = result if isinstance(result, tuple) else (200, result)
-        response.status = code
-        return json.dumps(value)
+        return handler(context)
     callback.__name__ = handler.__name__
-    return callback
+    return json_route(callback)
 
 
 # -- statistics and status ---------------------------------------------------------
@@ -177,7 +159,7 @@ def inject(context):
     outbox = context.conf.queue("outbox")
     if not outbox or context.broker is None:
         raise ApiError(503, "the outbox queue is disabled")
-    messages = _messages(_read_json(INJECT_LIMIT))
+    messages = _messages(request_body.read_json(INJECT_LIMIT))
     items = [(outbox, codec.encode(message)) for message in messages]
     try:
         queued = context.broker.publish_many(items)
@@ -187,33 +169,6 @@ def inject(context):
     log.info("console.injected", count=queued, queue=outbox,
              user=bottle.request.environ.get("mq.user"))
     return 202, {"queued": queued}
-
-
-def _read_json(limit):
-    """The request body as JSON; 413 past ``limit`` bytes, 400 when not JSON."""
-    data = _read_body(limit)
-    if len(data) > limit:
-        raise ApiError(413, "the body is larger than %d bytes" % limit)
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as error:
-        raise ApiError(400, "the body is not JSON: %s" % str(error)[:120]) from None
-
-
-def _read_body(limit):
-    """At most ``limit + 1`` bytes of the body (chunked or not), within READ_TIMEOUT."""
-    request = bottle.request
-    length = request.content_length
-    if length > limit:
-        raise ApiError(413, "the body is larger than %d bytes" % limit)
-    with gevent.Timeout(READ_TIMEOUT, ApiError(408, "the body did not arrive in time")):
-        if "bottle.request.body" in request.environ:        # read already (form parsing)
-            body = request.body
-            body.seek(0)
-            return body.read(limit + 1)
-        if length < 0 and not request.chunked:
-            return b""
-        return request.environ["wsgi.input"].read(limit + 1 if length < 0 else length)
 
 
 def _messages(value):

@@ -1,10 +1,13 @@
-"""The console's Bottle application and its HTTP(S) server (SPEC §9, seed 003).
+"""The console's Bottle application and its HTTP(S) server: MailerQ's
+management console, served by the daemon itself.
 
 ``make_app(context)`` builds a fresh ``bottle.Bottle`` (never Bottle's global
-default app) whose templates and static files come from absolute paths:
-``views/`` and ``static/`` beside the package, or under ``www-dir``. The
-routes live in ``pages.py`` (HTML), ``api.py`` (JSON), ``live.py`` (the SMTP
-conversations) and ``render.py`` (a mail's HTML, sandboxed).
+default app) with the routes of ``pages.py`` (HTML), ``api.py`` (JSON),
+``tables.py`` (the table editors), ``live.py`` (the SMTP conversations) and
+``render.py`` (a mail's HTML, sandboxed), and the static files. The
+``Context`` the routes are given, with the absolute paths of the templates
+and static files, is ``templates.py``'s. Unknown paths and methods under
+``/api/`` answer JSON (404, 405 with ``Allow``), elsewhere an HTML page.
 
 ``ConsoleServer`` serves it with ``gevent.pywsgi`` inside the daemon on
 ``www-ip``:``www-port``, at most ``www-connections`` requests at once (live
@@ -15,69 +18,40 @@ to it. Without ``www-auth`` nobody could log in, so the console does not
 start (the log says why).
 """
 
-import json
-import os
-from dataclasses import dataclass, field
+import socket
 
 import bottle
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from mailerq_gevent import logs, netinfo
-from mailerq_gevent.console import security
-from mailerq_gevent.console.sessions import LoginThrottle, Sessions
+from mailerq_gevent.console import api, live, pages, render, security, tables
+from mailerq_gevent.console.answers import ApiError
+from mailerq_gevent.console.request_body import ABANDONED
+from mailerq_gevent.console.templates import PACKAGE_ROOT, Context
+
+__all__ = ["PACKAGE_ROOT", "ConsoleServer", "Context", "make_app"]
 
 log = logs.get(__name__)
 
 BACKLOG = 128
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@dataclass
-class Context:
-    """What the routes use; built by ``app.App`` from the daemon's parts."""
-
-    conf: object
-    database: object = None             # SQLAlchemy engine
-    reloader: object = None             # settings.Reloader
-    broker: object = None
-    authenticator: object = None
-    recorder: object = None             # console.live.Recorder
-    budget: object = None
-    status: object = None               # callable: {"inbound": n, "outbound": n, "idle": n}
-    secure: bool = False
-    sessions: Sessions = field(default_factory=Sessions)
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
-    guard: object = None
-    views: str = ""
-    static: str = ""
-
-    def __post_init__(self):
-        base = os.path.abspath(self.conf.www_dir) if self.conf.www_dir else PACKAGE_ROOT
-        self.views = self.views or os.path.join(base, "views")
-        self.static = self.static or os.path.join(base, "static")
-        self.guard = self.guard or security.Guard(self.sessions, self.conf.www_api_token,
-                                                  secure=self.secure)
-
-    def settings(self):
-        return self.reloader.current
+ROUTES = (pages, api, tables, live, render)
 
 
 def make_app(context):
     """A new Bottle app with every console route."""
-    from mailerq_gevent.console import api, live, pages, render, tables
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False       # the API encodes its own answers
     app.config["mq.context"] = context
     app.route("/static/<path:path>", "GET", lambda path: _static(context, path))
-    for module in (pages, api, tables, live, render):
+    for module in ROUTES:
         module.install(app, context)
 
     def not_found(error):
         """JSON for the API (scripts read it), this app's own error page otherwise."""
         if bottle.request.path.startswith("/api/"):
-            bottle.response.content_type = "application/json"
-            return json.dumps({"error": "%s: %s" % (error.status_line, bottle.request.path)})
+            return ApiError(error.status_code,
+                            "%s: %s" % (error.status_line, bottle.request.path)).answer()
         return app.default_error_handler(error)
     app.error(404)(not_found)
     app.error(405)(not_found)
@@ -91,19 +65,23 @@ def _static(context, path):
     return response
 
 
-def template(context, name, **values):
-    """Render ``views/<name>.tpl`` (auto-escaped ``{{ }}``) with the common values."""
-    request = bottle.request
-    session = request.environ.get("mq.session")
-    values.setdefault("user", request.environ.get("mq.user"))
-    values.setdefault("csrf", session.csrf if session else "")
-    values.setdefault("title", "MailerQ-gevent")
-    return bottle.template(name, template_lookup=[context.views], **values)
-
-
 class _Handler(WSGIHandler):
+    """gevent's handler, without a log line per request (pages poll), closing
+    the connection after a request whose body stopped arriving."""
+
     def log_request(self):
-        pass        # requests are not logged line by line (pages poll)
+        pass
+
+    def run_application(self):
+        super().run_application()
+        if self.environ.get(ABANDONED):
+            # the answer is sent; gevent would now read the rest of the body to
+            # keep the connection: stop reading instead, so the slot is free now
+            self.close_connection = True
+            try:
+                self.socket.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass            # the client has gone already
 
 
 class ConsoleServer:
@@ -112,21 +90,15 @@ class ConsoleServer:
     def __init__(self, context, tls_context=None):
         self.context, self.tls_context = context, tls_context
         conf = context.conf
-        app = security.secure_headers(make_app(context),
-                                      cache_control=conf.www_cache_control)
+        app = security.secure_headers(make_app(context), cache_control=conf.www_cache_control)
         pool = Pool(conf.www_connections or None)
         self.servers = []
         if conf.www_secure_port and tls_context is not None:
-            self.servers.append(WSGIServer(netinfo.listen(conf.www_ip, conf.www_secure_port, BACKLOG), app,
-                                           spawn=pool, handler_class=_Handler,
-                                           ssl_context=tls_context))
+            self.servers.append(_server(conf, conf.www_secure_port, app, pool, tls_context))
             if conf.www_port is not None:
-                self.servers.append(WSGIServer(netinfo.listen(conf.www_ip, conf.www_port, BACKLOG),
-                                               _redirect_to(conf), spawn=pool,
-                                               handler_class=_Handler))
+                self.servers.append(_server(conf, conf.www_port, _redirect_to(conf), pool))
         elif conf.www_port is not None:
-            self.servers.append(WSGIServer(netinfo.listen(conf.www_ip, conf.www_port, BACKLOG), app,
-                                           spawn=pool, handler_class=_Handler))
+            self.servers.append(_server(conf, conf.www_port, app, pool))
 
     @property
     def addresses(self):
@@ -142,6 +114,13 @@ class ConsoleServer:
     def stop(self, timeout=5.0):
         for server in self.servers:
             server.stop(timeout=min(timeout, 5.0))
+
+
+def _server(conf, port, app, pool, tls_context=None):
+    """One listener on ``www-ip``:``port``; its requests share the ``pool`` of slots."""
+    tls = {"ssl_context": tls_context} if tls_context is not None else {}
+    return WSGIServer(netinfo.listen(conf.www_ip, port, BACKLOG), app, spawn=pool,
+                      handler_class=_Handler, **tls)
 
 
 def _redirect_to(conf):

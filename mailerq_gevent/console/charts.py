@@ -1,4 +1,4 @@
-"""The SQL behind the overview's charts and top lists (SPEC §5 ``deliveries_*``, §9).
+"""The SQL behind the overview's charts and top lists (the ``deliveries_*`` tables).
 
 ``statistics(engine, range_name, now)`` answers ``GET /api/stats``: the
 success / failures / retries of ``deliveries_total`` summed per bucket

@@ -1,21 +1,23 @@
 """The live view of SMTP conversations, as MailerQ's console shows them.
 
-``Recorder`` keeps the most recent conversations, incoming (hooks in
-``smtpd.session``) and outgoing (``delivery.sender``), each with its dialogue
-as it happens (commands, replies, the messages sent with DATA).
+``Recorder`` keeps the most recent conversations, incoming (the SMTP
+server's sessions) and outgoing (the delivery's connections), each with its
+dialogue as it happens (commands, replies, the messages sent with DATA).
 
-Cost: a session asks ``begin()`` once; every later hook is a ``None`` check.
-While a viewer is connected (an event stream open) every conversation is
-recorded, otherwise at most one a second, so the page has recent ones.
-Bounds: the last ``size`` conversations, ``budget`` bytes of MIME in all;
-each keeps ``max_lines`` entries of ``MAX_LINE`` characters and
-``max_messages`` messages of ``max_mime`` bytes (the rest counted, marked
-truncated). AUTH: never a credential; an AUTH command keeps its mechanism
-only (``AUTH PLAIN ****``) and a line answering a ``334`` is ``****`` (the
-session reports those through ``secret()``, never their content).
-Worker mode (``smtp-threads`` > 1): incoming sessions run in worker
-processes, which have no recorder; only outgoing ones are recorded (the page
-says so).
+How: a tee. ``tap()`` gives a new connection a ``transcript.Transcript`` into
+a new ``Conversation`` (the Wire of an incoming session and the socket of an
+outgoing connection tell it every chunk they read and write), or
+``transcript.NULL_TAP`` when the connection is not recorded. While a viewer is
+connected (an event stream open) every conversation is recorded, otherwise at
+most one a second, so the page has recent ones. Bounds: the last ``size``
+conversations, ``budget`` bytes of MIME in all; each keeps ``max_lines``
+entries of ``MAX_LINE`` characters and ``max_messages`` messages of
+``max_mime`` bytes (the rest counted, marked truncated). AUTH: never a
+credential; an AUTH command keeps its mechanism only (``AUTH PLAIN ****``)
+and a line answering a ``334`` is ``****``. Worker mode (``smtp-threads`` >
+1): the sessions of the worker processes come over their channels
+(``smtpd/live_relay.py``), and ``watch_changes`` tells those processes when
+to send every session.
 
 Routes (behind the console login): ``/live`` (the list, kept up to date),
 ``/live/<id>`` (a dialogue and its messages; their MIME and sandboxed
@@ -37,8 +39,9 @@ import time
 import bottle
 from gevent.queue import Empty, Queue
 
-from mailerq_gevent.console.app import template
+from mailerq_gevent.console.answers import ApiError, json_route
 from mailerq_gevent.console.render import Message
+from mailerq_gevent.console.templates import template
 from mailerq_gevent.transcript import NULL_TAP, SECRET, Transcript, as_text, redact_auth
 
 MAX_LINE = 1000
@@ -363,8 +366,9 @@ def install(app, context):
 
     @app.get("/api/live")
     @guard.require("api")
+    @json_route
     def live_list():
-        return _json(_summaries(context.recorder))
+        return _summaries(context.recorder)
 
     @app.get("/api/live/stream")
     @guard.require("api")
@@ -373,8 +377,9 @@ def install(app, context):
 
     @app.get("/api/live/<number:int>")
     @guard.require("api")
+    @json_route
     def live_one(number):
-        return _json(_find(context, number, api=True).detail())
+        return _find(context, number, api=True).detail()
 
 
 def _summaries(recorder):
@@ -385,25 +390,18 @@ def _find(context, number, api=False):
     conversation = context.recorder.get(number) if context.recorder else None
     if conversation is None:
         if api:
-            raise bottle.HTTPResponse(_json({"error": "no such conversation"}), status=404,
-                                      headers={"Content-Type": "application/json"})
+            raise ApiError(404, "no such conversation")
         bottle.abort(404, "No such conversation (only the most recent ones are kept).")
     return conversation
 
 
-def _json(data, status=200):
-    bottle.response.status = status
-    bottle.response.content_type = "application/json"
-    return json.dumps(data)
-
-
 def _stream(recorder, only):
     if recorder is None:
-        return _json({"error": "the live view is not recording in this process"}, 503)
+        return ApiError(503, "the live view is not recording in this process").answer()
     try:
         subscription = recorder.subscribe(int(only) if only and only.isdigit() else None)
     except TooManyStreams:
-        return _json({"error": "too many live viewers; try again later"}, 503)
+        return ApiError(503, "too many live viewers; try again later").answer()
     bottle.response.content_type = "text/event-stream; charset=utf-8"
     bottle.response.set_header("X-Accel-Buffering", "no")
     return _events(recorder, subscription)

@@ -1,7 +1,7 @@
 """The console's HTML pages that are not a feature of their own: login,
 logout, and the overview shell (its data comes from ``api.py``).
 
-Login checks ``www-auth`` (the scheme module of SPEC §8), behind the
+Login checks ``www-auth`` (a scheme of ``authn/``, as for SMTP AUTH), behind the
 per-address and per-user throttle; every failure shows the same message.
 A successful login starts a new session (new id, new CSRF token).
 """
@@ -9,7 +9,7 @@ A successful login starts a new session (new id, new CSRF token).
 import bottle
 
 from mailerq_gevent import logs
-from mailerq_gevent.console.app import template
+from mailerq_gevent.console.templates import template
 
 log = logs.get(__name__)
 

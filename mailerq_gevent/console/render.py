@@ -1,5 +1,5 @@
 """A recorded message (``Message``, kept by ``live.Conversation``): its raw
-MIME, and its HTML rendered in a sandbox (SPEC §9, seed 003 "Rendering emails").
+MIME, and its HTML rendered in a sandbox, as MailerQ's console renders emails.
 
 ``GET /live/<id>/<n>/mime``: the message as it went over the wire, as
 ``text/plain``, ``inline`` (``X-Content-Type-Options: nosniff`` comes with

@@ -1,16 +1,16 @@
 """What every console request goes through: who is asking, may they change
-anything, and the headers every answer carries (SPEC §9; OWASP's session,
-CSRF and header cheat sheets).
+anything, and the headers every answer carries (OWASP's session management,
+CSRF prevention and HTTP headers cheat sheets).
 
 * ``Guard.identify(request)``: the session from the cookie, or the API
   bearer token (``www-api-token``) for scripts;
 * ``Guard.require(kind)``: a route decorator; ``page`` sends a browser without
-  a session to the login page, ``api`` answers 401. For every method that
-  changes something (POST, PUT, PATCH, DELETE) it also refuses cross-site
-  requests (``Sec-Fetch-Site`` other than same-origin/none, or an ``Origin``
-  that is not this console's) and a missing or wrong CSRF token
-  (``X-CSRF-Token`` header or ``csrf`` form field). A bearer-token request
-  carries no cookie, so it needs no CSRF token;
+  a session to the login page, ``api`` answers 401 (JSON, ``answers.py``).
+  For every method that changes something (POST, PUT, PATCH, DELETE) it also
+  refuses (403) cross-site requests (``Sec-Fetch-Site`` other than
+  same-origin/none, or an ``Origin`` that is not this console's) and a
+  missing or wrong CSRF token (``X-CSRF-Token`` header or ``csrf`` form
+  field). A bearer-token request carries no cookie, so it needs no CSRF token;
 * ``secure_headers(app, ...)``: a WSGI wrapper adding a strict
   Content-Security-Policy (no inline script, ``frame-ancestors 'none'``),
   ``X-Content-Type-Options: nosniff``, ``Referrer-Policy`` and, on pages,
@@ -19,19 +19,16 @@ CSRF and header cheat sheets).
 
 import functools
 import hmac
-import json
 
 import bottle
+
+from mailerq_gevent.console.answers import ApiError
 
 COOKIE = "mq_session"
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "font-src 'self'; connect-src 'self'; frame-src 'self'; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-
-
-class Refused(Exception):
-    pass
 
 
 class Guard:
@@ -108,10 +105,9 @@ def _unauthenticated(kind, request):
 
 
 def _refuse(kind, status, text):
-    bottle.response.status = status
     if kind == "api":
-        bottle.response.content_type = "application/json"
-        return json.dumps({"error": text})
+        return ApiError(status, text).answer()
+    bottle.response.status = status
     bottle.response.content_type = "text/plain; charset=utf-8"
     return text
 

@@ -1,4 +1,4 @@
-"""Console logins: server-side sessions and the throttle on failed logins (SPEC §9).
+"""Console logins: server-side sessions and the throttle on failed logins.
 
 A session is an opaque random id (``secrets.token_urlsafe``, 256 bits) in a
 cookie; everything about it (user, CSRF token, times) stays in this process.
@@ -40,9 +40,6 @@ class Sessions:
     def __init__(self, idle=IDLE, absolute=ABSOLUTE, clock=time.monotonic):
         self.idle, self.absolute, self.clock = idle, absolute, clock
         self._sessions = {}
-
-    def __len__(self):
-        return len(self._sessions)
 
     def start(self, user):
         """A new session for ``user`` (after a successful login)."""

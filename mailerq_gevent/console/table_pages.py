@@ -1,4 +1,4 @@
-"""The HTML of the table editors and of the DKIM page (SPEC §9).
+"""The HTML of the table editors and of the DKIM page.
 
 The server renders the rows (auto-escaped templates: ``views/tables.tpl``,
 ``table.tpl``, ``dkim.tpl``) as text cells a person can read ("unlimited",
@@ -11,8 +11,8 @@ JSON API of ``tables.py`` and reload the page with ``?saved=<id>``,
 import bottle
 
 from mailerq_gevent.console import table_store
-from mailerq_gevent.console.app import template
 from mailerq_gevent.console.table_rows import REQUIRED
+from mailerq_gevent.console.templates import template
 from mailerq_gevent.settings import CAPACITY_FIELDS
 
 PAGE_ROWS = 200

@@ -1,5 +1,6 @@
-"""The configuration tables of SPEC §5 as the console edits them: their
-columns, how each value is checked, and the checks on a whole row.
+"""The configuration tables (capacity, flood_responses, dkim_keys, ...) as the
+console edits them: their columns, how each value is checked, and the checks
+on a whole row.
 
 ``EDITORS[name]`` describes one table: its ``Column``s (a parser turning a
 JSON value into what is stored, or raising ValueError with the reason; the
@@ -9,21 +10,22 @@ unique (where the loader skips a later duplicate, or where a second row
 would be a mistake: two ``paused`` rows alike, two keys of one selector).
 
 ``clean(editor, data, stored)`` returns the row to save or raises ``Invalid``
-with one message per column. The loader's own converter runs last on the
-cleaned row, so the console refuses every row the loader would skip, and a
-little more: domains that are not domain names, limits below -1, private
-keys that do not parse, a DKIM selector used twice for one domain. The
-checks that need the database (duplicates, the key a DKIM pattern names)
-are in ``table_store.py``.
+with one message per column (answered as 400 ``{"errors": {column: text}}``).
+The loader's own converter runs last on the cleaned row, so the console
+refuses every row the loader would skip, and a little more: domains that
+are not domain names, limits below -1, private keys that do not parse, a
+DKIM selector used twice for one domain. The checks that need the database
+(duplicates, the key a DKIM pattern names) are in ``table_store.py``.
 """
 
 import re
 from dataclasses import dataclass
 
 from mailerq_gevent import signing
+from mailerq_gevent.console.answers import ApiError
 from mailerq_gevent.db import load
-from mailerq_gevent.patterns import TYPES, PatternError, compile_pattern
 from mailerq_gevent.names import canonical_domain, canonical_ip, host_key
+from mailerq_gevent.patterns import TYPES, PatternError, compile_pattern
 from mailerq_gevent.settings import CAPACITY_FIELDS
 
 REQUIRED = object()
@@ -31,12 +33,11 @@ INT_MAX = 2 ** 31 - 1
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 
 
-class Invalid(ValueError):
-    """A row that cannot be saved: ``errors`` maps a column to the reason."""
+class Invalid(ApiError):
+    """A row that cannot be saved: ``errors`` maps a column to the reason (a 400)."""
 
     def __init__(self, errors):
-        super().__init__("; ".join("%s: %s" % item for item in errors.items()))
-        self.errors = errors
+        super().__init__(400, errors=errors)
 
 
 # -- value parsers: each returns the stored value or raises ValueError -------

@@ -10,21 +10,25 @@ reloads the settings; the caller does that after a change.
 
 from sqlalchemy import delete, func, insert, select, update
 
+from mailerq_gevent.console.answers import ApiError
 from mailerq_gevent.console.table_rows import EDITORS, Invalid, clean, problem, unique_key
 from mailerq_gevent.db import load, tables
 
 
-class NotFound(LookupError):
-    """No row with that id."""
+class NotFound(ApiError):
+    """No row with that id (a 404)."""
+
+    def __init__(self, row_id):
+        super().__init__(404, "no row with id %s" % row_id)
 
 
-class Conflict(ValueError):
-    """The change clashes with another row: ``errors`` per column (or ``error``)
-    and ``id``, the other row."""
+class Conflict(ApiError):
+    """The change clashes with another row (a 409): ``errors`` for ``column``
+    (or ``error``), and ``id``, the other row."""
 
     def __init__(self, text, column=None, other=None):
-        super().__init__(text)
-        self.column, self.other = column, other
+        reason = {"errors": {column: text}} if column else {"error": text}
+        super().__init__(409, **reason, id=other)
 
 
 def table_of(editor):

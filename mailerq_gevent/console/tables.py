@@ -1,5 +1,5 @@
-"""The editors of the configuration tables and DKIM keys (SPEC §5, §9): the
-JSON API and the pages that use it.
+"""The editors of the configuration tables and DKIM keys: the JSON API and
+the pages that use it.
 
     GET    /api/tables                 {"tables": [{name, title, help, rows, live, read_only}]}
     GET    /api/tables/<name>          {table, read_only, columns, rows, total, offset, limit}
@@ -20,32 +20,24 @@ page, a key's public TXT record is (``txt_name``, ``txt_value``,
 value, ``{"error": text}`` for a bad request; 404 for an unknown table or
 row; 405 for a change to ``ips``; 409 for a duplicate (or deleting a DKIM
 key a pattern names), with the other row's ``id``. Login, CSRF and origin
-are checked by ``security.Guard`` first (401/403). Every change reloads the
-settings at once (``X-Settings-Generation`` says which snapshot is live).
+are checked by ``security.Guard`` first (401/403). A body is a JSON object
+sent as ``application/json``, at most ``MAX_BODY`` bytes (``request_body``:
+400, 408, 413). Every change reloads the settings at once
+(``X-Settings-Generation`` says which snapshot is live).
 """
-
-import functools
-import json
-from datetime import date, datetime
 
 import bottle
 
 from mailerq_gevent import logs
 from mailerq_gevent.console import dkim_records, table_pages, table_store
-from mailerq_gevent.console.table_rows import EDITORS, REQUIRED, Invalid, problem, public
+from mailerq_gevent.console.answers import ApiError, json_route
+from mailerq_gevent.console.request_body import read_object
+from mailerq_gevent.console.table_rows import EDITORS, REQUIRED, problem, public
 
 log = logs.get(__name__)
 
 MAX_BODY = 64 * 1024
 API_LIMIT = 5000
-
-
-class Refusal(Exception):
-    """An answer other than success: ``status`` and the JSON ``payload``."""
-
-    def __init__(self, status, payload, headers=None):
-        super().__init__(payload)
-        self.status, self.payload, self.headers = status, payload, headers or {}
 
 
 def install(app, context):
@@ -61,13 +53,13 @@ def _install_api(app, context):
 
     @app.get("/api/tables")
     @api
-    @answers_json
+    @json_route
     def list_tables():
         return {"tables": summaries(context)}
 
     @app.get("/api/tables/<name>")
     @api
-    @answers_json
+    @json_route
     def list_rows(name):
         editor = _editor(name)
         offset, limit = _number("offset", 0), _number("limit", API_LIMIT, API_LIMIT)
@@ -79,7 +71,7 @@ def _install_api(app, context):
 
     @app.get("/api/tables/<name>/<row_id:int>")
     @api
-    @answers_json
+    @json_route
     def get_row(name, row_id):
         editor = _editor(name)
         row = table_store.one_row(engine, editor, row_id)
@@ -89,24 +81,24 @@ def _install_api(app, context):
 
     @app.post("/api/tables/<name>")
     @api
-    @answers_json
+    @json_route
     def add_row(name):
         editor = _editor(name, change=True)
-        row = table_store.insert_row(engine, editor, json_body())
+        row = table_store.insert_row(engine, editor, read_object(MAX_BODY))
         return _created(context, editor, shown(editor, row))
 
     @app.route("/api/tables/<name>/<row_id:int>", ["PUT", "PATCH"])
     @api
-    @answers_json
+    @json_route
     def edit_row(name, row_id):
         editor = _editor(name, change=True)
-        row = table_store.update_row(engine, editor, row_id, json_body())
+        row = table_store.update_row(engine, editor, row_id, read_object(MAX_BODY))
         _changed(context, editor, "edited", row_id)
         return shown(editor, row)
 
     @app.delete("/api/tables/<name>/<row_id:int>")
     @api
-    @answers_json
+    @json_route
     def delete_row(name, row_id):
         editor = _editor(name, change=True)
         table_store.delete_row(engine, editor, row_id)
@@ -115,68 +107,19 @@ def _install_api(app, context):
 
     @app.post("/api/dkim/generate")
     @api
-    @answers_json
+    @json_route
     def generate_key():
-        key = dkim_records.generate(engine, json_body())
+        key = dkim_records.generate(engine, read_object(MAX_BODY))
         return _created(context, EDITORS["dkim_keys"], key)
-
-
-def answers_json(callback):
-    """Encode what ``callback`` returns as JSON; turn its refusals into answers."""
-    @functools.wraps(callback)
-    def wrapper(*args, **kwargs):
-        response = bottle.response
-        try:
-            payload = callback(*args, **kwargs)
-        except Refusal as refusal:
-            response.status, payload = refusal.status, refusal.payload
-            for header, value in refusal.headers.items():
-                response.set_header(header, value)
-        except Invalid as invalid:
-            response.status, payload = 400, {"errors": invalid.errors}
-        except table_store.Conflict as conflict:
-            payload = ({"errors": {conflict.column: str(conflict)}} if conflict.column
-                       else {"error": str(conflict)})
-            response.status, payload["id"] = 409, conflict.other
-        except table_store.NotFound as missing:
-            response.status, payload = 404, {"error": "no row with id %s" % missing}
-        response.content_type = "application/json"
-        return json.dumps(payload, default=_jsonable)
-    return wrapper
-
-
-def _jsonable(value):
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    raise TypeError("%r is not JSON" % type(value))
-
-
-def json_body():
-    """The request's JSON object; a Refusal when it is missing, too big or not JSON."""
-    request = bottle.request
-    if (request.content_type or "").split(";")[0].strip().lower() != "application/json":
-        raise Refusal(400, {"error": "send a JSON object (Content-Type: application/json)"})
-    if request.content_length > MAX_BODY:
-        raise Refusal(413, {"error": "the body is larger than %d bytes" % MAX_BODY})
-    text = request.body.read(MAX_BODY + 1)
-    if len(text) > MAX_BODY:
-        raise Refusal(413, {"error": "the body is larger than %d bytes" % MAX_BODY})
-    try:
-        data = json.loads(text.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise Refusal(400, {"error": "the body is not valid JSON"}) from None
-    if not isinstance(data, dict):
-        raise Refusal(400, {"error": "the body must be a JSON object"})
-    return data
 
 
 def _editor(name, change=False):
     editor = EDITORS.get(name)
     if editor is None:
-        raise Refusal(404, {"error": "no table %r" % name})
+        raise ApiError(404, "no table %r" % name)
     if change and editor.read_only:
-        raise Refusal(405, {"error": "%s is read-only: each instance writes its own rows at "
-                                     "start-up" % name}, {"Allow": "GET"})
+        raise ApiError(405, "%s is read-only: each instance writes its own rows at start-up"
+                       % name, {"Allow": "GET"})
     return editor
 
 
@@ -185,8 +128,8 @@ def _number(name, default, most=None):
     if text is None or text == "":
         return default
     if not (text.isascii() and text.isdigit()) or (most is not None and int(text) > most):
-        raise Refusal(400, {"error": "%s must be a whole number%s" % (
-            name, " up to %d" % most if most else "")})
+        raise ApiError(400, "%s must be a whole number%s" % (
+            name, " up to %d" % most if most else ""))
     return int(text)
 
 
@@ -197,10 +140,10 @@ def _column_json(column):
 
 
 def _created(context, editor, row):
+    """201 with the new row and its ``Location``."""
     _changed(context, editor, "added", row["id"])
-    bottle.response.status = 201
     bottle.response.set_header("Location", "/api/tables/%s/%d" % (editor.name, row["id"]))
-    return row
+    return 201, row
 
 
 def _changed(context, editor, action, row_id):
