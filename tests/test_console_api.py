@@ -5,13 +5,13 @@ inject into the embedded queue, cluster links, and who may call it."""
 import calendar
 import json
 import socket
-import sqlite3
 import time
 from datetime import datetime
 
 import pytest
 from sqlalchemy import insert
 
+from mailerq_gevent.broker.storage import list_messages
 from mailerq_gevent.console import api, charts
 from mailerq_gevent.db import schema, tables
 from mailerq_gevent.db.engine import make_engine
@@ -24,10 +24,7 @@ MESSAGE = {"envelope": "sender@example.org", "recipient": "rcpt@example.com",
 def queued(c, queue="outbox"):
     """The JSON messages in ``queue`` of the console's embedded queue file."""
     path = c.conf.rabbitmq_address[len("sqlite:///"):]
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT body FROM messages WHERE queue = ? ORDER BY id",
-                            (queue,)).fetchall()
-    return [json.loads(row[0]) for row in rows]
+    return [json.loads(row.body) for row in list_messages(path, queue) if not row.not_before]
 
 
 def post(client, c, path, body=None, **kwargs):
