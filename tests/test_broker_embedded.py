@@ -256,17 +256,17 @@ def test_a_writer_only_queue_and_the_owner_share_one_id_sequence(queue_url):
     notices = []
     writer = EmbeddedQueue(queue_url, writer_only=True, on_commit=notices.append).open()
     try:
-        owner.store.put("q", "{}", b"owner-1")
-        writer.store.put("q", "{}", b"writer-1")
+        owner.store.put_many([("q", "{}", b"owner-1", 0.0)])
+        writer.store.put_many([("q", "{}", b"writer-1", 0.0)])
         first = owner.store.get("q")
         second = owner.store.get("q")
         assert [first[2], second[2]] == [b"owner-1", b"writer-1"]
         owner.store.ack(second[0])          # the highest id is deleted...
-        owner.store.put("elsewhere", "{}", b"the ack rides on this commit")
-        writer.store.put("q", "{}", b"writer-2")
+        owner.store.put_many([("elsewhere", "{}", b"the ack rides on this commit", 0.0)])
+        writer.store.put_many([("q", "{}", b"writer-2", 0.0)])
         third = owner.store.get("q")        # ...and the next row still gets a higher one
         assert third[2] == b"writer-2" and third[0] > second[0] > first[0]
-        writer.store.put("q", "{}", b"later", not_before=time.time() + 3600)
+        writer.store.put_many([("q", "{}", b"later", time.time() + 3600)])
         assert notices[:2] == [None, None] and notices[2] > time.time() + 3000
     finally:
         writer.close()
@@ -278,7 +278,7 @@ def test_the_owner_wakes_only_when_told_of_a_writers_commit(queue_url):
     writer = EmbeddedQueue(queue_url, writer_only=True).open()
     try:
         arrival = owner.arrival()
-        writer.store.put("q", "{}", b"from a worker")
+        writer.store.put_many([("q", "{}", b"from a worker", 0.0)])
         assert not arrival.is_set()     # another process's commit is not seen by itself
         owner.committed_elsewhere()
         assert arrival.is_set()
@@ -296,7 +296,7 @@ def test_a_writers_delayed_message_reaches_the_owners_timer(queue_url, broker):
     writer = EmbeddedQueue(queue_url, writer_only=True, on_commit=owner.committed_elsewhere)
     writer.open()
     try:
-        writer.store.put("q", envelope("", "q"), b"soon", not_before=time.time() + 0.3)
+        writer.store.put_many([("q", envelope("", "q"), b"soon", time.time() + 0.3)])
         wait_until(lambda: got == [b"soon"])
     finally:
         writer.close()

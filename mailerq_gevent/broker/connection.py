@@ -75,9 +75,9 @@ class RabbitMQ:
         """Nothing to do: RabbitMQ tells its consumers of every publish itself."""
 
 
-def connect(backend, confirm=True):
-    """A new kombu Connection to ``backend``, connected (one attempt, no retry loop)."""
-    conn = backend.connect(confirm)
+def connect(target, confirm=True):
+    """A new kombu Connection to the backend ``target``, connected (one attempt, no retry loop)."""
+    conn = target.connect(confirm)
     try:
         conn.ensure_connection(max_retries=0)
     except BaseException:

@@ -74,7 +74,8 @@ class EmbeddedQueue:
     def delayed(self, publisher, slot, queue, seconds, headers):
         """``(exchange, routing key, headers)`` of a publish to ``queue`` held
         back ``seconds``: the store keeps it until then (a header says when)."""
-        return publisher.exchange, queue, dict(headers or {}, **{NOT_BEFORE: time.time() + seconds})
+        held = dict(headers or {}, **{NOT_BEFORE: time.time() + seconds})
+        return publisher.exchange, queue, held
 
     # -- commit notices and wake-ups ----------------------------------------
 
@@ -106,10 +107,6 @@ class EmbeddedQueue:
         self._consumed[queue] -= 1
         if self._consumed[queue] <= 0:
             del self._consumed[queue]
-
-    def consumers(self, queue):
-        """How many consumers ``queue`` has here."""
-        return self._consumed.get(queue, 0)
 
     def _committed(self, queues, due):
         if self.writer_only:

@@ -4,12 +4,12 @@ This module owns the rows of ``sqlite:///var/queue.sqlite`` and knows nothing
 of kombu (``transport.py``) or of when delayed messages fall due
 (``delays.py``). What it guarantees:
 
-* ``put`` returns only once the message is committed (WAL, ``synchronous=FULL``:
-  the WAL is fsynced at every commit), so it survives ``kill -9`` and a power
-  cut. Concurrent ``put`` calls are grouped: one writer greenlet takes
-  everything pending, commits it in one transaction on a dedicated OS thread
-  (the event loop keeps running during the fsync), then wakes every caller of
-  that batch. One fsync per batch, not per message.
+* ``put_many`` returns only once its messages are committed (WAL,
+  ``synchronous=FULL``: the WAL is fsynced at every commit), so they survive
+  ``kill -9`` and a power cut. Concurrent ``put_many`` calls are grouped: one
+  writer greenlet takes everything pending, commits it in one transaction on
+  a dedicated OS thread (the event loop keeps running during the fsync), then
+  wakes every caller of that batch. One fsync per batch, not per message.
 * A message handed out by ``get`` stays on disk until ``ack`` deletes it, so
   one delivered but not acknowledged when the process dies is delivered again
   after a restart. Acks need no fsync of their own: they ride on the next
@@ -129,10 +129,6 @@ class Store:
         self._writing = self._lock_file = None
 
     # -- publishing ---------------------------------------------------------
-
-    def put(self, queue, envelope, body, not_before=0.0, timeout=None):
-        """Store one message; returns once it is committed. Raises StoreError."""
-        self.put_many([(queue, envelope, body, not_before)], timeout)
 
     def put_many(self, rows, timeout=None):
         """Store ``(queue, envelope, body, not_before)`` rows in one transaction:

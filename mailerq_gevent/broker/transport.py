@@ -73,10 +73,10 @@ class Channel(virtual.Channel):
     QoS = QoS
     body_encoding = None        # bodies are stored as they are, no base64
     _tx = None                  # the rows of an open transaction
-    _tags = itertools.count(1)
 
     def __init__(self, connection, **kwargs):
         super().__init__(connection, **kwargs)
+        self._tags = itertools.count(1)
         self.queue = connection.queue
         self.store = self.queue.store
 
