@@ -20,8 +20,9 @@ HOSTNAME = "mx.test.example"
 class Running:
     """A started SMTPServer and what the tests need to look at."""
 
-    def __init__(self, tmp_path, settings_rows=None, authenticator=None, tls=True, **conf):
-        self.queue_path = tmp_path / "queue.sqlite"
+    def __init__(self, tmp_path, settings_rows=None, authenticator=None, tls=True,
+                 queue_file="queue.sqlite", **conf):
+        self.queue_path = tmp_path / queue_file     # its own: a queue file has one owner
         values = dict(smtp_port=(0,), smtp_ip="127.0.0.1", smtp_hostname=HOSTNAME,
                       smtp_timeout=10.0, rabbitmq_address="sqlite:///%s" % self.queue_path,
                       rabbitmq_inbox="inbox")
@@ -58,7 +59,8 @@ def smtp(tmp_path):
     started = []
 
     def start(**options):
-        started.append(Running(tmp_path, **options))
+        # a file of its own beside the other servers' and the console's
+        started.append(Running(tmp_path, queue_file="smtp-%d.sqlite" % len(started), **options))
         return started[-1]
     yield start
     for running in started:
