@@ -34,7 +34,6 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -43,6 +42,7 @@ import gevent  # noqa: E402
 
 from bench import inject, relay, smtpload  # noqa: E402
 from mailerq_gevent.broker import Broker, codec  # noqa: E402
+from mailerq_gevent.broker.storage import list_messages  # noqa: E402
 from tests.smtp_sink import SmtpSink  # noqa: E402
 
 MEMORY_BAR = 100 * 2 ** 20      # bytes for 100,000 waiting messages
@@ -102,10 +102,9 @@ class Daemon:
         return (int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024)
 
     def ready(self):
-        """Messages ready in the outbox (not waiting with a delay)."""
-        uri = "file:%s/queue.sqlite?mode=ro" % self.tmp
-        with sqlite3.connect(uri, uri=True, timeout=10) as db:
-            return db.execute("SELECT count(*) FROM messages").fetchone()[0]
+        """Messages ready in the queue file (not waiting with a delay)."""
+        return sum(1 for row in list_messages("%s/queue.sqlite" % self.tmp)
+                   if not row.not_before)
 
     def stop(self):
         return inject.terminate(self.proc)

@@ -43,7 +43,6 @@ import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
-import sqlite3  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -52,6 +51,7 @@ import uuid  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 from bench import smtpload  # noqa: E402
+from mailerq_gevent.broker.storage import list_messages  # noqa: E402
 
 RABBIT = "amqp://guest:guest@127.0.0.1:5672//"
 MODES = ("keep", "reconnect")
@@ -151,10 +151,8 @@ class DaemonTarget(Target):
         if self.amqp_url:
             return self._rabbit(lambda channel: channel.queue_declare(
                 queue=self.inbox, passive=True).message_count)
-        uri = "file:%s/queue.sqlite?mode=ro" % self.tmp.name
-        with sqlite3.connect(uri, uri=True) as db:
-            return db.execute("SELECT count(*) FROM messages WHERE queue = ?",
-                              (self.inbox,)).fetchone()[0]
+        return sum(1 for row in list_messages("%s/queue.sqlite" % self.tmp.name, self.inbox)
+                   if not row.not_before)
 
     def cleanup(self):
         """Delete this run's RabbitMQ queues and the temp dir."""

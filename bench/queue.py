@@ -6,7 +6,8 @@ For each broker: ``--publishers`` greenlets (20) publish ``--messages`` bodies
 of ``--size`` bytes (2 KB), each publish durable before it returns (the
 embedded queue: committed and fsynced; RabbitMQ: persistent, durable queue,
 publisher confirm); then one consumer with prefetch 200 takes and acks them
-all (on the embedded queue the clock stops only once the acks are committed).
+all (the clock stops once the broker has stopped: on the embedded queue its
+acks are then committed).
 Figures are messages per second, the median of ``--runs`` runs, each on a
 fresh queue. ``--kombu-sqlalchemy`` adds kombu's own SQLAlchemy transport on
 SQLite for comparison (slow: it gets fewer messages).
@@ -14,6 +15,13 @@ SQLite for comparison (slow: it gets fewer messages).
 Memory: a child process opens the embedded queue, publishes ``--hold``
 (200,000) messages and keeps them; its resident memory before and after is
 reported (current and peak, from /proc and getrusage).
+
+    .venv/bin/python bench/queue.py --cpu [--runs 5]
+
+The event loop's CPU time per message published to the embedded queue (the
+main thread's, where every greenlet runs; the commits' own thread is left
+out), the embedded transport's ``basic_publish`` against kombu's own, in
+interleaved runs, one and two messages a commit.
 """
 
 # This file is named like the standard library's ``queue``: take its folder off
@@ -40,8 +48,9 @@ import uuid  # noqa: E402
 
 import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
+from kombu.transport import virtual  # noqa: E402
 
-from mailerq_gevent.broker import Broker, store  # noqa: E402
+from mailerq_gevent.broker import Broker, transport  # noqa: E402
 
 RABBIT = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -53,18 +62,19 @@ def body_of(size):
     return json.dumps(message).encode()
 
 
-def publish_all(broker, queue, body, count, publishers):
+def publish_all(broker, queue, body, count, publishers, per_commit=1):
     share = [count // publishers + (1 if i < count % publishers else 0) for i in range(publishers)]
 
     def one(n):
-        for _ in range(n):
-            broker.publish(queue, body)
+        for _ in range(n // per_commit):
+            broker.publish_many([(queue, body)] * per_commit)
     started = time.perf_counter()
     gevent.joinall([gevent.spawn(one, n) for n in share], raise_error=True)
     return count / (time.perf_counter() - started)
 
 
 def consume_all(broker, queue, count):
+    """Consume and ack ``count`` messages; the rate counts until the broker has stopped."""
     seen, done = [0], Event()
 
     def handler(delivery):
@@ -73,18 +83,14 @@ def consume_all(broker, queue, count):
         if seen[0] >= count:
             done.set()
     started = time.perf_counter()
-    consumer = broker.consume(queue, handler, prefetch=200)
+    broker.consume(queue, handler, prefetch=200)
     if not done.wait(300):
         raise SystemExit("consumed only %d of %d" % (seen[0], count))
-    if broker.embedded:
-        for entry in list(store._open.values()):
-            entry[0].sync()
-    elapsed = time.perf_counter() - started
-    consumer.stop(5)
-    return count / elapsed
+    broker.stop(5)
+    return count / (time.perf_counter() - started)
 
 
-def one_run(url, args, count):
+def one_run(url, args, count, cleanup=False):
     queue = "bench_%s" % uuid.uuid4().hex[:10]
     broker = Broker(url, pool_size=args.publishers)
     if not broker.start([queue]):
@@ -94,9 +100,9 @@ def one_run(url, args, count):
         return publish_all(broker, queue, body, count, args.publishers), \
             consume_all(broker, queue, count)
     finally:
-        if not broker.embedded:
-            _delete_queue(url, queue)
         broker.stop(5)
+        if cleanup:
+            _delete_queue(url, queue)
 
 
 def _delete_queue(url, queue):
@@ -105,11 +111,11 @@ def _delete_queue(url, queue):
         conn.channel().queue_delete(queue)
 
 
-def measure(name, make_url, args, count):
+def measure(name, make_url, args, count, cleanup=False):
     runs = []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            runs.append(one_run(make_url(tmp), args, count))
+            runs.append(one_run(make_url(tmp), args, count, cleanup))
     return {
         "broker": name, "messages": count, "runs": args.runs,
         "publish_per_s": statistics.median(r[0] for r in runs),
@@ -160,6 +166,43 @@ def _kombu_run(conn, count, body, publishers):
         while got[0] < published:
             conn.drain_events(timeout=10)
     return publish_rate, published / (time.perf_counter() - started)
+
+
+KOMBU_PUBLISH = {"embedded": transport.Channel.basic_publish,
+                 "kombu": virtual.Channel.basic_publish}
+
+
+def publish_cpu_run(path, args, per_commit):
+    """Event-loop CPU microseconds per message over one run of ``--messages``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        transport.Channel.basic_publish = KOMBU_PUBLISH[path]
+        broker = Broker("sqlite:///%s/queue.sqlite" % tmp, pool_size=args.publishers)
+        try:
+            broker.start(["cpu"])
+            before = time.thread_time()
+            publish_all(broker, "cpu", body_of(args.size), args.messages, args.publishers,
+                        per_commit)
+            used = time.thread_time() - before
+            if broker.depth("cpu") != args.messages // per_commit * per_commit:
+                raise SystemExit("lost messages")
+        finally:
+            broker.stop(5)
+            transport.Channel.basic_publish = KOMBU_PUBLISH["embedded"]
+    return used / args.messages * 1e6
+
+
+def publish_cpu(args):
+    """``basic_publish`` of the embedded transport against kombu's, interleaved."""
+    rows = []
+    for per_commit in (1, 2):
+        runs = {"embedded": [], "kombu": []}
+        for _ in range(args.runs):
+            for path in runs:
+                runs[path].append(publish_cpu_run(path, args, per_commit))
+        rows.extend({"basic_publish": path, "per_commit": per_commit,
+                     "us_per_message": statistics.median(values),
+                     "runs": [round(v, 2) for v in values]} for path, values in runs.items())
+    return rows
 
 
 def memory_child(count, size, publishers):
@@ -216,6 +259,8 @@ def parse_args(argv):
                         help="messages held for the memory figure (0: skip)")
     parser.add_argument("--rabbitmq", default=RABBIT, help="AMQP URL ('' to skip)")
     parser.add_argument("--kombu-sqlalchemy", action="store_true")
+    parser.add_argument("--cpu", action="store_true",
+                        help="event-loop CPU per published message, embedded vs kombu's publish")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -225,11 +270,13 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.memory_child:
         return memory_child(args.hold, args.size, args.publishers)
+    if args.cpu:
+        return report_cpu(publish_cpu(args), args)
     rows = [measure("embedded (sqlite)", lambda tmp: "sqlite:///%s/queue.sqlite" % tmp,
                     args, args.messages)]
     if args.rabbitmq and rabbit_reachable():
         rows.append(measure("rabbitmq (confirms)", lambda tmp: args.rabbitmq, args,
-                            args.messages))
+                            args.messages, cleanup=True))
     if args.kombu_sqlalchemy:
         rows.append(kombu_sqlalchemy(args))
     held = memory(args) if args.hold else None
@@ -237,6 +284,17 @@ def main(argv=None):
         print(json.dumps({"throughput": rows, "memory": held}, indent=2))
     else:
         report(rows, held, args)
+
+
+def report_cpu(rows, args):
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print("event-loop CPU per message, %d %d-byte messages from %d greenlets, median of %d"
+          " interleaved runs" % (args.messages, args.size, args.publishers, args.runs))
+    for row in rows:
+        print("%-10s basic_publish, %d a commit: %6.2f us  %s" % (
+            row["basic_publish"], row["per_commit"], row["us_per_message"], row["runs"]))
 
 
 def report(rows, held, args):

@@ -39,7 +39,7 @@ class App:
         self.purge_database = purge_database
         self.reloader = None
         self.database = None
-        self.broker = None
+        self.queue = self.broker = None
         self.budget = ConnectionBudget.from_config(conf)
         self.recorder = live.Recorder.from_config(conf) if conf.www_auth and (
             conf.www_port or conf.www_secure_port) else None    # the console's live SMTP view
@@ -52,7 +52,9 @@ class App:
         return [self.conf.queue(key) for key in keys if self.conf.queue(key)]
 
     def start(self):
-        self.broker = broker_module.Broker.from_config(self.conf)
+        # the embedded queue (or RabbitMQ), which the broker opens and closes
+        self.queue = broker_module.backend(self.conf.rabbitmq_address)
+        self.broker = broker_module.Broker.from_config(self.conf, backend=self.queue)
         self.broker.start(self.queue_names())
         self.database = db_engine.make_engine(self.conf.database)
         self.reloader = settings.Reloader(self.database, self.conf.database_ttl, load.load_snapshot,
@@ -115,7 +117,8 @@ class App:
             hostname=conf.smtp_hostname or socket.gethostname(), name="smtp")
         authenticator = authn.from_spec(conf.smtp_auth)    # checks the spec here, at start
         if conf.smtp_threads > 1:
-            pool = WorkerPool(conf, self.broker, conf.smtp_threads, var_dir=VAR_DIR)
+            pool = WorkerPool(conf, conf.smtp_threads, var_dir=VAR_DIR,
+                              on_commit=self.queue.committed_elsewhere)
             self.reloader.subscribe(pool.settings_changed)
             return pool
         return SMTPServer(conf, self.broker, lambda: self.reloader.current, self.budget,

@@ -2,10 +2,10 @@
 sinks on loopback, settings from plain rows (swappable), a real resolver."""
 
 import json
-import sqlite3
 
 from mailerq_gevent import config
 from mailerq_gevent.broker import Broker, codec
+from mailerq_gevent.broker.storage import list_messages
 from mailerq_gevent.connections import ConnectionBudget
 from mailerq_gevent.delivery.engine import DeliveryEngine
 from mailerq_gevent.resolver import make_resolver
@@ -72,15 +72,7 @@ class World:
 
     def queued(self, queue):
         """The JSON messages in ``queue`` (delayed ones too), in order."""
-        with sqlite3.connect(str(self.queue_path)) as conn:
-            rows = conn.execute("SELECT body FROM messages WHERE queue = ? ORDER BY id",
-                                (queue,)).fetchall()
-            try:
-                rows += conn.execute("SELECT body FROM delayed WHERE queue = ? ORDER BY id",
-                                     (queue,)).fetchall()
-            except sqlite3.OperationalError:
-                pass
-        return [json.loads(row[0]) for row in rows]
+        return [json.loads(row.body) for row in list_messages(str(self.queue_path), queue)]
 
     def count(self, queue):
         return len(self.queued(queue))

@@ -1,4 +1,4 @@
-"""A child process for the embedded queue's crash tests (run by tests/test_broker_store.py).
+"""A child process for the embedded queue's crash tests (run by tests/test_broker_embedded.py).
 
     queue_child.py publish URL QUEUE COUNT   publish 0..COUNT-1, print each number once durable
     queue_child.py take URL QUEUE COUNT      take COUNT messages without acking, print each

@@ -3,13 +3,13 @@ real embedded queue in tmp_path; and a raw client that sees the exact bytes."""
 
 import json
 import socket
-import sqlite3
 import ssl
 
 import pytest
 
 from mailerq_gevent import certificates, config
-from mailerq_gevent.broker import Broker
+from mailerq_gevent.broker import Broker, backend
+from mailerq_gevent.broker.storage import list_messages
 from mailerq_gevent.connections import ConnectionBudget
 from mailerq_gevent.smtpd.server import SMTPServer
 from tests.rows import snapshot
@@ -20,14 +20,16 @@ HOSTNAME = "mx.test.example"
 class Running:
     """A started SMTPServer and what the tests need to look at."""
 
-    def __init__(self, tmp_path, settings_rows=None, authenticator=None, tls=True, **conf):
-        self.queue_path = tmp_path / "queue.sqlite"
+    def __init__(self, tmp_path, settings_rows=None, authenticator=None, tls=True,
+                 queue_file="queue.sqlite", **conf):
+        self.queue_path = tmp_path / queue_file     # its own: a queue file has one owner
         values = dict(smtp_port=(0,), smtp_ip="127.0.0.1", smtp_hostname=HOSTNAME,
                       smtp_timeout=10.0, rabbitmq_address="sqlite:///%s" % self.queue_path,
                       rabbitmq_inbox="inbox")
         values.update(conf)
         self.conf = config.defaults().replace(**values)
-        self.broker = Broker(self.conf.rabbitmq_address)
+        self.backend = backend(self.conf.rabbitmq_address)    # its store takes fault hooks
+        self.broker = Broker(self.conf.rabbitmq_address, backend=self.backend)
         self.broker.start(["inbox", "local"])
         self.snapshot = snapshot(settings_rows)
         context = certificates.server_context("", "", var_dir=str(tmp_path)) if tls else None
@@ -46,11 +48,9 @@ class Running:
         self.broker.stop(5)
 
     def queued(self, queue="inbox"):
-        """The JSON messages committed to ``queue``, in order."""
-        with sqlite3.connect(str(self.queue_path)) as conn:
-            rows = conn.execute("SELECT body FROM messages WHERE queue = ? ORDER BY id",
-                                (queue,)).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        """The JSON messages committed to ``queue`` (ready, not delayed), in order."""
+        return [json.loads(row.body) for row in list_messages(str(self.queue_path), queue)
+                if not row.not_before]
 
 
 @pytest.fixture
@@ -59,7 +59,8 @@ def smtp(tmp_path):
     started = []
 
     def start(**options):
-        started.append(Running(tmp_path, **options))
+        # a file of its own beside the other servers' and the console's
+        started.append(Running(tmp_path, queue_file="smtp-%d.sqlite" % len(started), **options))
         return started[-1]
     yield start
     for running in started:

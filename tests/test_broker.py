@@ -8,10 +8,12 @@ import gevent
 import kombu
 import pytest
 from gevent.event import Event
+from kombu.transport import virtual
 
-from mailerq_gevent.broker import Broker, BrokerError, topology
-from mailerq_gevent.broker import connection as connection_module
+from mailerq_gevent.broker import Broker, BrokerError, backend, codec, topology
 from mailerq_gevent.broker import consumer as consumer_module
+from mailerq_gevent.broker.embedded import EmbeddedQueue
+from mailerq_gevent.broker.storage import list_messages
 from tests.waiting import wait_until
 
 
@@ -23,8 +25,10 @@ def broker(request, tmp_path):
         url = "memory://%s/" % uuid.uuid4().hex
     else:
         url = request.getfixturevalue("rabbit_url")
-    made = Broker(url, pool_size=4, timeout=10)
+    chosen = backend(url)
+    made = Broker(url, pool_size=4, timeout=10, backend=chosen)
     made.queue = "test_%s" % uuid.uuid4().hex[:12]
+    made.test_backend = chosen          # the embedded queue's store takes a fault hook
     assert made.start([made.queue])
     yield made
     made.stop(5)
@@ -176,60 +180,55 @@ def test_publish_many_is_all_or_nothing(broker, request):
     wait_until(lambda: broker.depth(broker.queue) == 1 and broker.depth(other) == 1)
     # the second message cannot be stored: the first must not be either
     refusing = broker.queue + "_refusing"
-    if broker.embedded:
-        embedded_store = next(entry[0] for entry in _stores().values())
-        original = embedded_store._write
-
+    embedded = isinstance(broker.test_backend, EmbeddedQueue)
+    if embedded:
         def failing(ready, delayed, acks):
             if ready:
                 raise OSError("disk full")
-            return original(ready, delayed, acks)
-        request.getfixturevalue("monkeypatch").setattr(embedded_store, "_write", failing)
+        request.getfixturevalue("monkeypatch").setattr(
+            broker.test_backend.store, "before_commit", failing)
     else:   # a queue declared with other arguments makes RabbitMQ refuse the declaration
         with kombu.Connection(broker.url) as conn:
             kombu.Queue(refusing, durable=False, auto_delete=True)(conn.channel()).declare()
     with pytest.raises(BrokerError):
         broker.publish_many([(broker.queue, {"n": 4}), (refusing, {"n": 5})])
-    if broker.embedded:
+    if embedded:
         request.getfixturevalue("monkeypatch").undo()
     assert broker.depth(broker.queue) == 1
-    if not broker.embedded:
+    if not embedded:
         _delete_queues(broker.url, other)
         _delete_queues(broker.url, refusing)
 
 
-def _stores():
-    from mailerq_gevent.broker import store
-    return store._open
-
-
 @pytest.mark.parametrize("exchange", ["", "mq"])
 def test_embedded_publish_stores_what_kombu_would(tmp_path, exchange):
-    """The publisher stores rows itself on the embedded queue (no kombu message
-    dicts): a row must be the one kombu's publish makes, but for the tag (the
-    row id replaces it when read)."""
+    """The embedded transport's ``basic_publish`` stores a message as the
+    publisher prepares it without kombu's per-message work: a row must be the
+    one kombu's own ``basic_publish`` makes, but for the tag (the row id
+    replaces it when read)."""
     import json
-    import sqlite3
     path = tmp_path / "queue.sqlite"
-    made = Broker("sqlite:///%s" % path, exchange=exchange)
+    url = "sqlite:///%s" % path
+    queue = EmbeddedQueue(url)
+    made = Broker(url, exchange=exchange, backend=queue)
     assert made.start(["inbox"])
     try:
         assert made.publish_many([("inbox", {"n": 1}, 0.0, {"x-tag": "a"}), ("inbox", b'{"n":2}')])
-        with kombu.Connection("sqlite:///%s" % path,
-                              transport=connection_module.embedded.Transport) as conn:
-            producer = conn.Producer()
+        with queue.connect() as conn:
+            channel = conn.channel()
             for n, headers in ((3, {"x-tag": "a"}), (4, None)):
-                producer.publish(b'{"n":%d}' % n, exchange=topology.exchange(exchange),
-                                 routing_key="inbox", content_type="application/json",
-                                 content_encoding="utf-8", delivery_mode=2, headers=headers)
+                message = channel.prepare_message(
+                    b'{"n":%d}' % n, 0, codec.CONTENT_TYPE, codec.CONTENT_ENCODING,
+                    headers or {}, {"delivery_mode": 2})
+                # kombu's own publish, not the embedded channel's quicker one
+                virtual.Channel.basic_publish(channel, message, exchange, "inbox")
     finally:
         made.stop(5)
-    with sqlite3.connect(str(path)) as db:
-        rows = db.execute("SELECT envelope, body FROM messages ORDER BY id").fetchall()
-    envelopes = [json.loads(envelope) for envelope, _ in rows]
+    rows = list(list_messages(str(path)))
+    envelopes = [json.loads(row.envelope) for row in rows]
     for envelope in envelopes:
         del envelope["properties"]["delivery_tag"]
-    assert [json.loads(body)["n"] for _, body in rows] == [1, 2, 3, 4]
+    assert [json.loads(row.body)["n"] for row in rows] == [1, 2, 3, 4]
     assert envelopes[0] == envelopes[2] and envelopes[1] == envelopes[3]
     assert envelopes[0]["headers"] == {"x-tag": "a"}
     assert envelopes[1]["properties"]["delivery_info"] == {"exchange": exchange,

@@ -11,29 +11,20 @@ from datetime import datetime
 import pytest
 from sqlalchemy import insert
 
+from mailerq_gevent.broker.storage import list_messages
 from mailerq_gevent.console import api, charts
 from mailerq_gevent.db import schema, tables
 from mailerq_gevent.db.engine import make_engine
 from mailerq_gevent.delivery.stats import Stats, minute_time
-from tests.waiting import wait_until
 
 MESSAGE = {"envelope": "sender@example.org", "recipient": "rcpt@example.com",
            "mime": "From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n"}
 
 
 def queued(c, queue="outbox"):
-    """The JSON messages waiting in ``queue``, taken from it through the broker."""
-    waiting, taken = c.broker.depth(queue), []
-
-    def take(delivery):
-        taken.append(delivery.json())
-        delivery.ack()
-    consumer = c.broker.consume(queue, take)
-    try:
-        wait_until(lambda: len(taken) >= waiting)
-    finally:
-        consumer.stop(5)
-    return taken
+    """The JSON messages in ``queue`` of the console's embedded queue file."""
+    path = c.conf.rabbitmq_address[len("sqlite:///"):]
+    return [json.loads(row.body) for row in list_messages(path, queue) if not row.not_before]
 
 
 def post(client, c, path, body=None, **kwargs):

@@ -5,12 +5,12 @@ import json
 import shutil
 import signal
 import smtplib
-import sqlite3
 import subprocess
 
 import gevent
 import pytest
 
+from mailerq_gevent.broker.storage import list_messages
 from tests.daemon_support import write_config
 from tests.smtp_sink import free_port
 from tests.smtp_support import message
@@ -27,9 +27,9 @@ def start(tmp_path, daemon):
 
 
 def queued(tmp_path):
-    with sqlite3.connect(str(tmp_path / "queue.sqlite")) as conn:
-        rows = conn.execute("SELECT body FROM messages WHERE queue = 'inbox'").fetchall()
-    return [json.loads(row[0]) for row in rows]
+    """The inbox's ready messages in the daemon's queue file (read-only: the daemon owns it)."""
+    return [json.loads(row.body) for row in list_messages(str(tmp_path / "queue.sqlite"), "inbox")
+            if not row.not_before]
 
 
 def test_swaks_into_the_daemon_queues_json(tmp_path, daemon):

@@ -142,16 +142,11 @@ def test_an_unexpected_error_is_a_451_and_the_session_goes_on(smtp):
 
 def test_a_failing_commit_queues_no_recipient_at_all(smtp, monkeypatch):
     running = smtp()
-    from mailerq_gevent.broker import store
-    queue_store = next(entry[0] for entry in store._open.values()
-                       if entry[0].path == str(running.queue_path))
-    original = queue_store._write
 
     def failing(ready, delayed, acks):
         if ready:
             raise OSError("No space left on device")
-        return original(ready, delayed, acks)
-    monkeypatch.setattr(queue_store, "_write", failing)
+    monkeypatch.setattr(running.backend.store, "before_commit", failing)
     reply = send(running, message(), recipients=(b"b@example.org", b"c@example.org"))
     assert reply == b"451 4.3.0 Error: queue unavailable, try again later\r\n"
     monkeypatch.undo()

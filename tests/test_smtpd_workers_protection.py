@@ -11,8 +11,7 @@ import pytest
 from gevent.event import Event
 
 from mailerq_gevent import config
-from mailerq_gevent.broker import remote
-from mailerq_gevent.smtpd import protection
+from mailerq_gevent.smtpd import protection, worker_channel
 from mailerq_gevent.smtpd.protection import FailedLogins
 from mailerq_gevent.smtpd.workers import WorkerPool, _Worker
 
@@ -34,7 +33,7 @@ def pool(tmp_path):
     conf_file = tmp_path / "mailerq.conf"
     conf_file.write_text("")
     conf = config.parse_text("smtp-protection: true\n", path=str(conf_file))
-    made = WorkerPool(conf, broker=None, count=2)
+    made = WorkerPool(conf, count=2)
     for index in range(2):
         made.workers[index] = _Worker(index, None, Recording())
     return made
@@ -57,7 +56,7 @@ def test_a_worker_started_later_hears_of_the_blocks_in_force(pool):
     late = _Worker(2, None, None)
     serving = gevent.spawn(pool._serve, late, ours)
     try:
-        frame = remote.FrameSocket(theirs).receive()
+        frame = worker_channel.FrameSocket(theirs).receive()
         notice = json.loads(frame)
         assert notice["block"] == IP and 0 < notice["seconds"] <= protection.COOL_DOWN
     finally:
@@ -69,10 +68,10 @@ def test_the_worker_side_reports_failures_and_applies_blocks():
     daemon_end, worker_end = socket.socketpair()
     reported, blocked_now = [], Event()
     worker_protection = FailedLogins()
-    control = remote.Control(worker_end)
+    control = worker_channel.Control(worker_end)
     worker_protection.on_failure, control.on_block = control.auth_failed, worker_protection.block
-    daemon = remote.FrameSocket(daemon_end)
-    serving = gevent.spawn(remote.serve_channel, daemon, lambda due: None, reported.append)
+    daemon = worker_channel.FrameSocket(daemon_end)
+    serving = gevent.spawn(worker_channel.serve_channel, daemon, lambda due: None, reported.append)
     try:
         assert worker_protection.failed(IP) is False      # one failure: not blocked here
         gevent.sleep(0.1)

@@ -1,4 +1,4 @@
-"""The message JSON on the wire (SPEC §4): dict <-> UTF-8 bytes.
+"""The message JSON on the wire (MailerQ's message format): dict <-> UTF-8 bytes.
 
 MailerQ's message is one JSON object per recipient. Encoding is compact and
 keeps non-ASCII text as UTF-8; text that cannot be UTF-8 (lone surrogates, as

@@ -96,8 +96,8 @@ class Delivery:
 
 
 class Consumer:
-    def __init__(self, url, queue, handler, publisher, prefetch=100, exchange=""):
-        self.url, self.queue, self.handler = url, queue, handler
+    def __init__(self, backend, queue, handler, publisher, prefetch=100, exchange=""):
+        self.backend, self.queue, self.handler = backend, queue, handler
         self.publisher, self.prefetch, self.exchange = publisher, prefetch, exchange
         self.unsettled = 0
         self._generation = 0
@@ -142,7 +142,7 @@ class Consumer:
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _session(self):
-        self._conn = connection.connect(self.url, confirm=False)
+        self._conn = connection.connect(self.backend, confirm=False)
         channel = self._conn.channel()
         consumer = kombu.Consumer(channel, [topology.queue(self.queue, self.exchange)],
                                   on_message=self._on_message, prefetch_count=self.prefetch)

@@ -10,14 +10,17 @@ SMTP transaction) all or nothing: in one AMQP transaction (``tx.select`` /
 ``tx.commit``, whose commit-ok RabbitMQ sends once the messages are on disk)
 or, on the embedded queue, in one SQLite transaction.
 
-A py-amqp connection waits for one confirm at a time, so concurrency comes
-from a pool of connections (``size``); a publish takes one, uses it and gives
-it back. The embedded queue's channel may be used by any number of greenlets
-at once (each waits for its own commit), so there single publishes all share
-one connection and the ``Store``'s writer groups them into one commit.
-A connection that failed is thrown away and the publish is tried once more on
-a fresh one (the broker may have restarted); a confirm timeout or a nack is
-not retried.
+Every publish goes through kombu's channel API (``prepare_message``,
+``basic_publish``, ``tx_commit``) on a connection of the backend
+(``connection.RabbitMQ`` or ``embedded.EmbeddedQueue``, the strategy): the
+backend says how a delay is expressed and how connections are shared. A
+py-amqp connection waits for one confirm at a time, so concurrency comes from
+a pool of connections (``size``); a publish takes one, uses it and gives it
+back. The embedded queue's channel may be used by any number of greenlets at
+once (each waits for its own commit), so there single publishes all share one
+connection and the store's writer groups them into one commit. A connection
+that failed is thrown away and the publish is tried once more on a fresh one
+(the broker may have restarted); a confirm timeout or a nack is not retried.
 """
 
 import time
@@ -44,12 +47,12 @@ class BrokerError(Exception):
 
 
 class Publisher:
-    def __init__(self, url, exchange="", size=8, timeout=DEFAULT_TIMEOUT):
-        self.url, self.exchange, self.timeout = url, exchange, timeout
-        self.name = connection.describe(url)
-        self.embedded = connection.is_embedded(url)
-        self._single = _Pool(url, size, timeout, transactional=False, shared=self.embedded)
-        self._tx = _Pool(url, max(size, 32) if self.embedded else size, timeout,
+    def __init__(self, backend, exchange="", size=8, timeout=DEFAULT_TIMEOUT):
+        self.backend, self.exchange, self.timeout = backend, exchange, timeout
+        self.name = connection.describe(backend.url)
+        self._single = _Pool(backend, size, timeout, transactional=False,
+                             shared=backend.shared_channel)
+        self._tx = _Pool(backend, max(size, backend.transaction_slots), timeout,
                          transactional=True, shared=False)
         self._declared = {}         # queue name -> time.monotonic() of its declaration
 
@@ -97,7 +100,7 @@ class Publisher:
         ``what`` (text, or ``(format, argument)``) names it in errors only."""
         for attempt in (1, 2):
             slot = pool.take()
-            fresh = slot.conn is None or self.embedded
+            fresh = slot.conn is None or not self.backend.retry_broken
             timeout = gevent.Timeout(self.timeout)
             timeout.start()
             try:
@@ -122,9 +125,6 @@ class Publisher:
                 pool.give(slot)
 
     def _send_all(self, slot, items, transactional):
-        if self.embedded:
-            self._store_all(slot, items)
-            return
         for queue, body, delay, headers in items:
             self._send(slot, queue, body, delay, headers)
         if transactional:
@@ -132,8 +132,9 @@ class Publisher:
 
     def _send(self, slot, queue, body, delay, headers):
         exchange, routing_key = self.exchange, queue
-        if delay and delay > 0:         # the embedded queue takes the delay in _store_all
-            exchange, routing_key = "", self._declare_delay(slot, queue, delay)
+        if delay and delay > 0:
+            exchange, routing_key, headers = self.backend.delayed(self, slot, queue, delay,
+                                                                  headers)
         self._ensure_declared(slot, queue)
         # kombu's channel API, not its Producer: the body is encoded already and
         # nothing of the Producer's generality (serializers, retries) is wanted here
@@ -143,13 +144,6 @@ class Publisher:
                                     headers or {}, {"delivery_mode": 2}),
             exchange=exchange, routing_key=routing_key)
 
-    def _store_all(self, slot, items):
-        """The embedded queue: all the items in one commit, past kombu's message
-        dicts (the SMTP server publishes this way once a message)."""
-        for queue, _, _, _ in items:
-            self._ensure_declared(slot, queue)
-        slot.channel().store_all(items, self.exchange)
-
     def _ensure_declared(self, slot, queue):
         if queue not in self._declared:
             self._declare(slot, queue)
@@ -158,7 +152,9 @@ class Publisher:
         topology.queue(queue, self.exchange)(slot.channel()).declare()
         self._declared[queue] = time.monotonic()
 
-    def _declare_delay(self, slot, queue, delay):
+    def holding_queue(self, slot, queue, delay):
+        """The name of the RabbitMQ queue that holds messages for ``queue``
+        during ``delay`` seconds (rounded up), declared when needed."""
         seconds = topology.delay_seconds(delay)
         holding = topology.delay_queue(queue, seconds, self.exchange)
         last = self._declared.get(holding.name)
@@ -181,8 +177,8 @@ def _item(queue, body, delay=0.0, headers=None):
 class _Pool:
     """Connections to take and give back; ``shared``: one connection for all callers."""
 
-    def __init__(self, url, size, timeout, transactional, shared):
-        self.url, self.size, self.timeout = url, size, timeout
+    def __init__(self, backend, size, timeout, transactional, shared):
+        self.backend, self.size, self.timeout = backend, size, timeout
         self.transactional, self.shared = transactional, shared
         self._idle = Queue()
         self._slots = []
@@ -193,14 +189,14 @@ class _Pool:
             raise BrokerError("the publisher is closed")
         if self.shared:
             if not self._slots:
-                self._slots.append(_Slot(self.url, self.transactional))
+                self._slots.append(_Slot(self.backend, self.transactional))
             return self._slots[0]
         try:
             return self._idle.get_nowait()
         except Empty:
             pass
         if len(self._slots) < self.size:
-            self._slots.append(_Slot(self.url, self.transactional))
+            self._slots.append(_Slot(self.backend, self.transactional))
             return self._slots[-1]
         try:
             return self._idle.get(timeout=self.timeout)
@@ -227,13 +223,13 @@ class _Pool:
 class _Slot:
     """One connection with its channel, made on first use."""
 
-    def __init__(self, url, transactional):
-        self.url, self.transactional = url, transactional
+    def __init__(self, backend, transactional):
+        self.backend, self.transactional = backend, transactional
         self.conn = self._channel = None
 
     def channel(self):
         if self.conn is None:
-            conn = connection.connect(self.url, confirm=not self.transactional)
+            conn = connection.connect(self.backend, confirm=not self.transactional)
             try:
                 self._channel = conn.channel()
                 if self.transactional:

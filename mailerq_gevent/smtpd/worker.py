@@ -5,9 +5,9 @@
 It serves SMTP on the ports of the config (bound with SO_REUSEPORT, beside
 the other workers), reads the settings from
 the database itself (and again when the daemon says they changed), and
-publishes on its own: into the daemon's embedded queue file (a writer-only
-store, see ``broker.store``; the daemon hears of each commit over
-``broker.remote``), or to RabbitMQ. It stops cleanly on SIGTERM
+publishes on its own: into the daemon's embedded queue file (through a
+writer-only ``EmbeddedQueue``, see ``broker.embedded``; the daemon hears of
+each commit over ``worker_channel``), or to RabbitMQ. It stops cleanly on SIGTERM
 and at once when the daemon goes away (nothing can be queued then).
 """
 
@@ -25,9 +25,10 @@ import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
 from mailerq_gevent import authn, certificates, config, logs, settings  # noqa: E402
-from mailerq_gevent.broker import Broker, connection, remote, store  # noqa: E402
+from mailerq_gevent.broker import Broker, backend  # noqa: E402
 from mailerq_gevent.connections import ConnectionBudget  # noqa: E402
 from mailerq_gevent.db import load  # noqa: E402
+from mailerq_gevent.smtpd import worker_channel  # noqa: E402
 from mailerq_gevent.smtpd.checks import InboundChecks  # noqa: E402
 from mailerq_gevent.smtpd.server import SMTPServer, listen_all  # noqa: E402
 
@@ -53,10 +54,13 @@ def main(argv=None):
     reloader.reload_now()
     reloader.start()
     # the channel to the daemon: reload notices, commit notices, its death
-    control = remote.Control(socket.socket(fileno=args.channel), on_reload=reloader.reload_now)
-    if connection.is_embedded(conf.rabbitmq_address):
-        store.write_for_owner(control.committed)     # the daemon owns the file
-    broker = Broker.from_config(conf)
+    control = worker_channel.Control(socket.socket(fileno=args.channel),
+                                     on_reload=reloader.reload_now)
+    # the daemon owns the embedded queue's file: this process writes into it
+    # and tells the daemon of each commit
+    queue = backend(conf.rabbitmq_address, writer_only=True, on_commit=control.committed)
+    broker = Broker.from_config(conf, backend=queue)
+    broker.start([])        # opens the file; the publisher declares queues on first use
     server = _server(conf, args, broker, reloader)
     # failed logins are counted over all the workers by the daemon, which says what to block
     server.protection.on_failure, control.on_block = control.auth_failed, server.protection.block

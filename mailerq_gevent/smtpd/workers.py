@@ -1,6 +1,6 @@
 """``smtp-threads``: the SMTP sessions in that many worker processes.
 
-Seed 002 asks for SMTP threads "close to the number of CPUs"; under CPython
+MailerQ sizes its SMTP threads close to the number of CPUs; under CPython
 threads share one core, so here they are processes. Every worker
 (``worker.py``, a fresh interpreter that inherits only one UNIX socket to the
 daemon) binds the SMTP ports itself with SO_REUSEPORT, so the kernel shares
@@ -9,7 +9,8 @@ quickest worker take most of them). The daemon binds them once at start to
 report a port in use before any worker runs. Each worker publishes on its
 own (into the daemon's embedded queue file, or to RabbitMQ) and answers 250
 once its own commit is done; the daemon hears of each commit to the file over
-the worker's channel (``broker.remote``) and wakes its consumers.
+the worker's channel (``worker_channel``) and passes it on (``on_commit``, the
+daemon's ``EmbeddedQueue.committed_elsewhere``), which wakes its consumers.
 
 The connection limits are shared out: each worker gets ``smtp-connections``
 and ``smtp-connections-in`` divided by the number of workers (rounded up).
@@ -31,7 +32,7 @@ import sys
 import gevent
 
 from mailerq_gevent import logs
-from mailerq_gevent.broker import embedded, remote, store as stores
+from mailerq_gevent.smtpd import worker_channel
 from mailerq_gevent.smtpd.protection import FailedLogins
 from mailerq_gevent.smtpd.server import listen_all
 
@@ -49,10 +50,13 @@ class _Worker:
 
 
 class WorkerPool:
-    def __init__(self, conf, broker, count, var_dir="var"):
+    """``count`` workers; ``on_commit(due)`` for each commit notice of a worker."""
+
+    def __init__(self, conf, count, var_dir="var", on_commit=None):
         if not conf.path:
             raise ValueError("smtp-threads above 1 needs the daemon to run from a config file")
-        self.conf, self.broker, self.count, self.var_dir = conf, broker, count, var_dir
+        self.conf, self.count, self.var_dir = conf, count, var_dir
+        self.on_commit = on_commit or (lambda due: None)
         self.workers = {}
         self.stopping = False
         self.protection = FailedLogins(enabled=conf.smtp_protection)   # all workers' failures
@@ -79,11 +83,11 @@ class WorkerPool:
         worker.greenlets = [channel_greenlet, gevent.spawn(self._watch, worker)]
 
     def _serve(self, worker, sock):
-        worker.channel = remote.FrameSocket(sock)
+        worker.channel = worker_channel.FrameSocket(sock)
         for ip, seconds in self.protection.blocks():        # a restarted worker knows them too
             _tell(worker, {"block": ip, "seconds": seconds})
         try:
-            remote.serve_channel(worker.channel, self._committed, self._auth_failed)
+            worker_channel.serve_channel(worker.channel, self.on_commit, self._auth_failed)
         finally:
             worker.channel.close()
 
@@ -94,11 +98,6 @@ class WorkerPool:
             log.warning("smtp.blocked", client=ip, seconds=self.protection.cool_down,
                         reason="failed logins across the smtp-threads workers")
             self._tell_all({"block": ip, "seconds": self.protection.cool_down})
-
-    def _committed(self, due):
-        """A worker committed to the embedded queue: wake our consumers."""
-        if self.broker.embedded:
-            stores.committed_elsewhere(embedded.store_path(self.broker.url), due)
 
     def _watch(self, worker):
         status = worker.proc.wait()
@@ -144,7 +143,7 @@ def _tell(worker, notice):
     if worker.channel is not None:
         try:
             worker.channel.send(json.dumps(notice).encode())
-        except (OSError, remote.ChannelClosed):
+        except (OSError, worker_channel.ChannelClosed):
             pass
 
 

@@ -1,12 +1,13 @@
 """The channel between the daemon and its SMTP worker processes (``smtp-threads`` > 1).
 
 Each worker publishes on its own: to RabbitMQ, or straight into the embedded
-queue's file, which the daemon owns (``store.write_for_owner``): the worker
-commits (and fsyncs) before its 250, exactly as the daemon would. What
-crosses this channel is small:
+queue's file, which the daemon owns (the worker's own ``EmbeddedQueue`` is
+writer-only): the worker commits (and fsyncs) before its 250, exactly as the
+daemon would. What crosses this channel is small:
 
 * worker -> daemon ``{"committed": true, "due": t}`` after each commit to the
-  embedded queue, so the daemon's consumers read what arrived (and its timer
+  embedded queue, which the daemon passes to its queue's
+  ``committed_elsewhere``: its consumers read what arrived (and its timer
   knows of a delayed message due at ``t``) without polling the file;
 * daemon -> worker ``{"reload": true}`` when the settings change;
 * worker -> daemon ``{"auth_failed": ip}`` for each failed login, and daemon ->

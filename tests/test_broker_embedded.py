@@ -1,6 +1,8 @@
-"""The embedded durable queue: crash safety with a real ``kill -9``, redelivery,
-FIFO, delayed messages, grouped commits, one process per file."""
+"""The embedded durable queue (broker/embedded.py, storage.py, delays.py): crash
+safety with a real ``kill -9``, redelivery, FIFO, delayed messages, grouped
+commits, one process per file, writer-only processes and their commit notices."""
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +13,10 @@ from pathlib import Path
 import gevent
 import pytest
 
-from mailerq_gevent.broker import Broker, store
+from mailerq_gevent.broker import Broker, storage
+from mailerq_gevent.broker.embedded import EmbeddedQueue
+from mailerq_gevent.broker.storage import Store, StoreError, list_messages
+from mailerq_gevent.broker.transport import envelope
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +32,8 @@ def queue_url(tmp_path):
 def broker(queue_url):
     brokers = []
 
-    def make(url=queue_url):
-        brokers.append(Broker(url))
+    def make(url=queue_url, backend=None):
+        brokers.append(Broker(url, backend=backend))
         brokers[-1].start(["q"])
         return brokers[-1]
     yield make
@@ -163,16 +168,11 @@ def test_delayed_messages_survive_a_restart(queue_url, broker):
     assert collect(broker(), "q", 1) == [7]
 
 
-def test_concurrent_publishers_are_grouped_into_few_commits(broker, monkeypatch):
-    mine = broker()
-    embedded_store = store._open[os.path.realpath(mine.url[len("sqlite:///"):])][0]
+def test_concurrent_publishers_are_grouped_into_few_commits(queue_url, broker):
+    queue = EmbeddedQueue(queue_url)
+    mine = broker(backend=queue)
     commits = []
-    write = embedded_store._write
-
-    def counting(ready, delayed, acks):
-        commits.append(len(ready))
-        return write(ready, delayed, acks)
-    monkeypatch.setattr(embedded_store, "_write", counting)
+    queue.store.before_commit = lambda ready, delayed, acks: commits.append(len(ready))
     greenlets = [gevent.spawn(lambda g=g: [mine.publish("q", {"n": g * 100 + i})
                                             for i in range(100)]) for g in range(20)]
     gevent.joinall(greenlets, raise_error=True)
@@ -185,18 +185,20 @@ def test_a_batch_larger_than_one_statement_is_stored_and_acked_whole(queue_url, 
     """Rows go in as multi-row INSERTs and acks as DELETE ... IN, CHUNK at a
     time: a commit of more than a CHUNK of each keeps every message, in order."""
     mine = broker()
-    count = store.CHUNK * 2 + 17
+    count = storage.CHUNK * 2 + 17
     mine.publisher.publish_many([("q", {"n": n}) for n in range(count)])
-    mine.publisher.publish_many([("q", {"n": count + n}, 60) for n in range(store.CHUNK + 3)])
+    mine.publisher.publish_many([("q", {"n": count + n}, 60) for n in range(storage.CHUNK + 3)])
     assert collect(mine, "q", count) == list(range(count))
     mine.stop(5)
-    import sqlite3
-    with sqlite3.connect(queue_url[len("sqlite:///"):]) as conn:
-        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
-        assert conn.execute("SELECT count(*) FROM delayed").fetchone()[0] == store.CHUNK + 3
-        ids = [row[0] for row in conn.execute("SELECT id FROM delayed ORDER BY id")]
-        assert ids == list(range(ids[0], ids[0] + store.CHUNK + 3))
-        assert conn.execute("SELECT next FROM sequence").fetchone()[0] == ids[-1] + 1
+    path = queue_url[len("sqlite:///"):]
+    rows = list(list_messages(path))
+    assert [row for row in rows if not row.not_before] == []
+    delayed = [row for row in rows if row.not_before]
+    assert len(delayed) == storage.CHUNK + 3
+    ids = sorted(row.id for row in delayed)
+    assert ids == list(range(ids[0], ids[0] + storage.CHUNK + 3))
+    broker().publish("q", {"n": -1})            # the next id taken follows the last one
+    assert [row.id for row in list_messages(path, "q") if not row.not_before] == [ids[-1] + 1]
 
 
 def test_a_second_process_cannot_open_the_same_file(queue_url, broker, tmp_path):
@@ -222,17 +224,15 @@ def test_acks_are_committed(queue_url, broker):
         mine.publish("q", {"n": number})
     collect(mine, "q", 20)
     mine.stop(5)
-    import sqlite3
-    with sqlite3.connect(queue_url[len("sqlite:///"):]) as conn:
-        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    assert list(list_messages(queue_url[len("sqlite:///"):])) == []
 
 
 def test_the_file_shrinks_once_a_backlog_drains(queue_url, broker, monkeypatch):
-    monkeypatch.setattr(store, "RECLAIM_EVERY", 0.05)
+    monkeypatch.setattr(storage, "RECLAIM_EVERY", 0.05)
     mine = broker()
     path = queue_url[len("sqlite:///"):]
 
-    def pages():        # the file's size once the WAL is checkpointed into it
+    def pages():        # the file's size (in pages) once the WAL is checkpointed into it
         import sqlite3
         with sqlite3.connect(path) as conn:
             return conn.execute("PRAGMA page_count").fetchone()[0]
@@ -249,75 +249,103 @@ def test_the_file_shrinks_once_a_backlog_drains(queue_url, broker, monkeypatch):
         gevent.sleep(0.05)
 
 
-# -- SMTP workers writing into the daemon's file (store.write_for_owner) --------
+# -- SMTP workers writing into the daemon's file (a writer-only EmbeddedQueue) ----
 
-def test_a_writer_only_store_and_the_owner_share_one_id_sequence(tmp_path):
-    path = str(tmp_path / "queue.sqlite")
-    owner = store.Store(path).open()
+def test_a_writer_only_queue_and_the_owner_share_one_id_sequence(queue_url):
+    owner = EmbeddedQueue(queue_url).open()
     notices = []
-    writer = store.Store(path, writer_only=True, on_commit=notices.append).open()
+    writer = EmbeddedQueue(queue_url, writer_only=True, on_commit=notices.append).open()
     try:
-        owner.put("q", "{}", b"owner-1")
-        writer.put("q", "{}", b"writer-1")
-        first = owner.get("q")
-        second = owner.get("q")
+        owner.store.put_many([("q", "{}", b"owner-1", 0.0)])
+        writer.store.put_many([("q", "{}", b"writer-1", 0.0)])
+        first = owner.store.get("q")
+        second = owner.store.get("q")
         assert [first[2], second[2]] == [b"owner-1", b"writer-1"]
-        owner.ack(second[0])            # the highest id is deleted...
-        owner.sync(5)
-        writer.put("q", "{}", b"writer-2")
-        third = owner.get("q")          # ...and the next row still gets a higher one
+        owner.store.ack(second[0])          # the highest id is deleted...
+        owner.store.put_many([("elsewhere", "{}", b"the ack rides on this commit", 0.0)])
+        writer.store.put_many([("q", "{}", b"writer-2", 0.0)])
+        third = owner.store.get("q")        # ...and the next row still gets a higher one
         assert third[2] == b"writer-2" and third[0] > second[0] > first[0]
-        writer.put("q", "{}", b"later", not_before=time.time() + 3600)
+        writer.store.put_many([("q", "{}", b"later", time.time() + 3600)])
         assert notices[:2] == [None, None] and notices[2] > time.time() + 3000
     finally:
         writer.close()
         owner.close()
 
 
-def test_the_owner_wakes_only_when_told_of_a_writers_commit(tmp_path):
-    path = str(tmp_path / "queue.sqlite")
-    owner = store.acquire(path)
-    writer = store.Store(path, writer_only=True).open()
+def test_the_owner_wakes_only_when_told_of_a_writers_commit(queue_url):
+    owner = EmbeddedQueue(queue_url).open()
+    writer = EmbeddedQueue(queue_url, writer_only=True).open()
     try:
         arrival = owner.arrival()
-        writer.put("q", "{}", b"from a worker")
+        writer.store.put_many([("q", "{}", b"from a worker", 0.0)])
         assert not arrival.is_set()     # another process's commit is not seen by itself
-        store.committed_elsewhere(path)
+        owner.committed_elsewhere()
         assert arrival.is_set()
-        assert owner.get("q")[2] == b"from a worker"
+        assert owner.store.get("q")[2] == b"from a worker"
     finally:
         writer.close()
-        store.release(owner)
+        owner.close()
+
+
+def test_a_writers_delayed_message_reaches_the_owners_timer(queue_url, broker):
+    owner = EmbeddedQueue(queue_url)
+    mine = broker(backend=owner)
+    got = []
+    mine.consume("q", lambda delivery: (got.append(delivery.body), delivery.ack()))
+    writer = EmbeddedQueue(queue_url, writer_only=True, on_commit=owner.committed_elsewhere)
+    writer.open()
+    try:
+        writer.store.put_many([("q", envelope("", "q"), b"soon", time.time() + 0.3)])
+        wait_until(lambda: got == [b"soon"])
+    finally:
+        writer.close()
 
 
 def test_a_writer_only_store_takes_no_lock_and_the_owner_still_does(tmp_path):
     path = str(tmp_path / "queue.sqlite")
-    owner = store.Store(path).open()
-    writers = [store.Store(path, writer_only=True).open() for _ in range(2)]
+    owner = Store(path).open()
+    writers = [Store(path, writer_only=True).open() for _ in range(2)]
     try:
-        with pytest.raises(store.StoreError, match="in use by another process"):
-            store.Store(path).open()
+        with pytest.raises(StoreError, match="in use by another process"):
+            Store(path).open()
     finally:
         for each in writers + [owner]:
             each.close()
 
 
 def test_commits_wake_consumers_only_of_the_queues_they_reach(queue_url, broker):
-    b = broker()
+    owner = EmbeddedQueue(queue_url)
+    b = broker(backend=owner)
     b.publisher.declare("other")
     got = []
     consumer = b.consume("q", lambda delivery: (got.append(delivery.body), delivery.ack()))
-    from mailerq_gevent.broker import store as stores
-    from mailerq_gevent.broker.embedded import store_path
-    owner = stores.acquire(store_path(queue_url))
-    try:
-        wait_until(lambda: owner.consumed["q"] == 1)
-        arrival = owner.arrival()
-        b.publish("other", b"{}")           # nobody consumes it: nobody is woken
-        assert not arrival.is_set()
-        b.publish("q", b'{"n": 1}')
-        wait_until(lambda: got == [b'{"n": 1}'])
-        consumer.stop(5)
-        assert "q" not in owner.consumed
-    finally:
-        stores.release(owner)
+    b.publish("q", b'{"n": 0}')
+    wait_until(lambda: got == [b'{"n": 0}'])      # the consumer is there
+    arrival = owner.arrival()
+    b.publish("other", b"{}")           # nobody consumes it: nobody is woken
+    assert not arrival.is_set()
+    b.publish("q", b'{"n": 1}')
+    wait_until(lambda: got == [b'{"n": 0}', b'{"n": 1}'])
+    consumer.stop(5)
+    arrival = owner.arrival()
+    b.publish("q", b'{"n": 2}')         # its consumer is gone: nobody is woken
+    assert not arrival.is_set()
+
+
+def test_list_messages_streams_ready_then_delayed_in_order(queue_url, broker):
+    mine = broker()
+    mine.publish("q", {"n": 1}, delay=600)
+    mine.publish("q", {"n": 2}, delay=300)
+    mine.publish("q", {"n": 3})
+    mine.publish("other", {"n": 4})
+    mine.publish("q", {"n": 5})
+    path = queue_url[len("sqlite:///"):]
+    listing = list_messages(path, "q")
+    assert not isinstance(listing, list)        # a generator: rows are streamed
+    rows = list(listing)
+    assert [json.loads(row.body)["n"] for row in rows] == [3, 5, 2, 1]
+    assert [bool(row.not_before) for row in rows] == [False, False, True, True]
+    assert {row.queue for row in list_messages(path)} == {"q", "other"}
+    with pytest.raises(StoreError):
+        list(list_messages(str(Path(path).parent / "missing.sqlite")))
