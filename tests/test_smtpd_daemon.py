@@ -20,11 +20,8 @@ from tests.waiting import wait_until
 def start(tmp_path, daemon):
     port = free_port()
     conf = write_config(tmp_path, "smtp-port: %d\nsmtp-ip: 127.0.0.1\n" % port)
-    text = conf.read_text().replace("smtp-port:\n", "").replace(
-        "rabbitmq-inbox: outbox\n", "rabbitmq-inbox: inbox\n")
-    if "www-port: " in extra:
-        text = text.replace("www-port:\n", "")
-    conf.write_text(text)
+    conf.write_text(conf.read_text().replace("smtp-port:\n", "").replace(
+        "rabbitmq-inbox: outbox\n", "rabbitmq-inbox: inbox\n"))
     proc = daemon(conf)
     proc.wait_for("event=smtp.listening")
     return proc, port
