@@ -148,6 +148,8 @@ def test_dsn_message_is_json_from_the_null_sender():
     report = email.message_from_string(out["mime"], policy=email.policy.default)
     assert status_blocks(report)[1]["Status"] == "5.1.1"
     assert not dsn.wants_dsn(out, "failure")          # a DSN never gets a DSN
+    assert len(out.id) == 14 and out.id != dsn.dsn_message(message(), failed(), MTA, NOW).id
+    assert dsn.dsn_message(message(ip="192.0.2.9"), failed(), MTA, NOW)["ips"] == ["192.0.2.9"]
 
 
 def test_a_result_dict_works_as_well_as_a_result():

@@ -54,6 +54,21 @@ def test_a_message_is_delivered_and_reported_to_results_and_success(world):
     wait_until(lambda: w.count("outbox") == 0)       # the ack is committed just after
 
 
+def test_every_delivery_log_line_names_the_queue_id(world, caplog):
+    w = world()
+    w.sink.fault("rcpt", "451 4.3.0 later")
+    with caplog.at_level("INFO", logger="mailerq_gevent.delivery.engine"):
+        w.inject(id="QID1", retries=[1])
+        wait_until(lambda: w.count("retry") == 1)
+        w.sink.clear_faults()
+        wait_until(lambda: "event=delivery.success" in caplog.text, timeout=10)
+    lines = [line for line in caplog.text.splitlines() if "event=delivery." in line]
+    assert [line.split("event=")[1].split()[0] for line in lines] == [
+        "delivery.retry", "delivery.success"]
+    assert all(" id=QID1 " in line for line in lines)
+    assert w.queued("success")[0]["id"] == "QID1"
+
+
 def test_a_4xx_at_rcpt_is_retried_later_per_the_schedule(world):
     w = world()
     w.sink.fault("rcpt", "452 4.2.2 mailbox full")

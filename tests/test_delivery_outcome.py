@@ -1,5 +1,5 @@
-"""Results (``delivery.result``: one factory, three kinds), retries and give-up
-(``delivery.outcome``)."""
+"""What a result means for the message (``delivery.outcome``): result queues,
+retries, give-up and DSNs."""
 
 import email
 import email.policy
@@ -37,39 +37,9 @@ def published(decision):
     return [(queue, json.loads(body)) for queue, body in decision.queues]
 
 
-@pytest.mark.parametrize("code, status, kind", [
-    (250, "2.0.0", "success"), (251, "2.1.5", "success"), (421, "4.7.0", "transient"),
-    (450, "4.2.1", "transient"), (452, "4.2.2", "transient"), (550, "5.1.1", "permanent"),
-    (554, "5.0.0", "permanent"), (550, "4.0.0", "permanent"),   # the code decides a reply
-    (0, "4.4.2", "transient"), (0, "5.1.2", "permanent"), (0, "", "transient")])
-def test_the_kind_is_the_reply_codes_or_without_a_reply_the_status_class(code, status, kind):
-    assert result.kind_of(code, status) == kind
-
-
-def test_a_result_from_a_reply_and_its_json():
-    made = result.make("rcpt", 550, b"5.1.1 <user@rcpt.example>:\n user unknown")
-    made = made.stamped(NOW + 0.7, "192.0.2.1", "198.51.100.7")
-    assert made.as_dict() == {
-        "state": "rcpt", "result": "error", "time": NOW, "from": "192.0.2.1",
-        "to": "198.51.100.7", "code": 550, "status": "5.1.1",
-        "description": "5.1.1 <user@rcpt.example>: user unknown"}
-    assert made.kind == "permanent"
-    assert result.make("data", 250, "2.0.0 OK queued").as_dict()["result"] == "ok"
-    assert result.make("data", 250, "OK queued").status == "2.0.0"     # the class's own
-
-
-def test_a_result_with_a_status_given():
-    made = result.make("data", 452, "mailbox\n full", "4.2.2")
-    assert (made.state, made.code, made.status, made.description) == (
-        "data", 452, "4.2.2", "mailbox full")
-    assert made.kind == "transient" and made.as_dict()["result"] == "error"
-
-
 def test_a_network_error_has_no_code_and_is_retried():
-    failed = network_error()
-    assert (failed.code, failed.status, failed.kind) == (0, "4.4.2", "transient")
-    assert failed.as_dict()["code"] == 0
-    assert decide(message(), failed, NOW, CONF).kind == "retry"
+    decision = decide(message(), network_error(), NOW, CONF)
+    assert decision.kind == "retry" and decision.message["results"][-1]["code"] == 0
 
 
 def test_a_local_error_keeps_its_words_and_its_status_with_code_0():
