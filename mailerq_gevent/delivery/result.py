@@ -19,7 +19,7 @@ reply text (its enhanced code included) or our own words, on one line.
 "status", "description"}``.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from mailerq_gevent.mail import status as enhanced
 
@@ -45,11 +45,13 @@ class Result:
 
     def stamped(self, now, local_ip="", remote=""):
         """This result at UNIX time ``now`` from ``local_ip`` to ``remote``."""
-        return replace(self, time=int(now), local_ip=local_ip or "", remote=remote or "")
+        return Result(self.kind, self.state, self.code, self.status, self.description,
+                      int(now), local_ip or "", remote or "")
 
     def described(self, description):
         """This result with another description (the code and status kept)."""
-        return replace(self, description=description)
+        return Result(self.kind, self.state, self.code, self.status, description,
+                      self.time, self.local_ip, self.remote)
 
     def as_dict(self):
         """The JSON form appended to the message's ``results``."""
