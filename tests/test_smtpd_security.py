@@ -252,7 +252,7 @@ def test_200_slow_clients_do_not_keep_out_a_new_one(smtp):
     for client in slow:
         assert client.reply().startswith(b"421 4.4.2")
         client.close()
-    wait_until(lambda: running.server._open == {})
+    wait_until(lambda: running.server.sessions() == [])
     # every slot they held is free again
     assert all(running.budget.try_inbound() for _ in range(running.conf.smtp_connections_in))
 
