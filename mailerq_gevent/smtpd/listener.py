@@ -80,7 +80,7 @@ class Runners:
     """The greenlets running sessions, for ``StreamServer(spawn=runners.spawn)``;
     ``busy`` while a session runs, ``join`` / ``kill`` / ``close`` for stopping."""
 
-    def __init__(self, max_idle=MAX_IDLE):
+    def __init__(self, *, max_idle=MAX_IDLE):
         self.max_idle = max_idle
         self._hub = gevent.get_hub()
         self._idle = []

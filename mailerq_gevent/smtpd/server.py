@@ -57,7 +57,7 @@ class SMTPServer:
         self.auth_failure_delay = AUTH_FAILURE_DELAY
         self._servers = []          # listener.Listener, one per port
         self._listeners = listeners
-        self._sessions = Runners(self._handle)
+        self._sessions = Runners()
         self._names = {}
         self._ips = {}              # local address -> outgoing ips (the server's are few)
 
