@@ -189,9 +189,7 @@ def test_local_mail_goes_to_the_local_queue(guarded):
 
 def test_talking_before_the_greeting_is_a_sync_error(smtp):
     running = smtp()
-    running.server.greet_wait = 0.3
-    client = Raw(running.port, greeting=False)
-    client.send(b"EHLO early.example\r\n")
+    client = Raw(running.port, greeting=False, early=b"EHLO early.example\r\n")
     assert client.reply() == b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
     assert client.is_closed()
 

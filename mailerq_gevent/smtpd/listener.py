@@ -139,10 +139,10 @@ class Runners:
         still runs a session then (and ``still()`` is true, when given)."""
         self._hub.loop.run_callback(_throw, runner, self.busy, exception, still)
 
-    def kill(self, exception=greenlet.GreenletExit, timeout=None):
-        """Raise ``exception`` in every running session, then wait for them."""
+    def kill(self, timeout=None):
+        """End every running session (``GreenletExit``), then wait for them."""
         for runner in list(self.busy):
-            self.throw(runner, exception)
+            self.throw(runner, greenlet.GreenletExit)
         return self.join(timeout)
 
     def close(self):

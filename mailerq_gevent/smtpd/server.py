@@ -51,7 +51,6 @@ class SMTPServer:
         self.checks = checks if checks is not None and checks.enabled else None
         self.recorder = recorder    # live view hook: sessions ask it once each
         self.protection = FailedLogins(enabled=conf.smtp_protection)
-        self.greet_wait = 0.0
         self.stopping = False
         self._open = {}             # greenlet -> its Session
         self.auth_failure_delay = AUTH_FAILURE_DELAY
@@ -73,8 +72,9 @@ class SMTPServer:
             server = Listener(listener, self._handle, self._sessions, secure)
             server.start()
             self._servers.append(server)
-            log.info("smtp.listening", address=listener.getsockname()[0],
-                     port=listener.getsockname()[1], tls="implicit" if secure else "starttls")
+        for host, port, secure in self.addresses:
+            log.info("smtp.listening", address=host, port=port,
+                     tls="implicit" if secure else "starttls")
 
     def stop(self, timeout=30.0):
         """Stop listening; sessions waiting for a command get 421 now (nothing

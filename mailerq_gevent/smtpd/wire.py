@@ -63,13 +63,14 @@ class TurnSocket:
     become readable first, on an io watcher of its own, and reads after.
     gevent's ``recv`` tries the socket first and waits only after it failed:
     a system call and a Python exception for nearly every command. Measured
-    against gevent's socket (``recv``/``send`` of ``gevent.socket.socket``),
-    the daemon's CPU per message and messages/s, medians of 5 interleaved
-    runs of 10,000 2 KB messages over 20 sessions (bench/smtpload.py, the
-    embedded queue, ``bench/inject.py``'s daemon; under ``flock -x
-    /tmp/mq-bench.lock``): kept open 175 against 201 us and 5,245 against
-    4,941 msg/s; a connection per message 253 against 285 us and 3,740
-    against 3,575 msg/s.
+    against gevent's own socket (the Wire on ``gevent.socket.socket``'s
+    ``recv`` and ``send``), the daemon's CPU per message, medians of 5
+    interleaved runs of 10,000 2 KB messages over 20 sessions to the embedded
+    queue (bench/smtpload.py against ``bench/inject.py``'s daemon, under
+    ``flock -x /tmp/mq-bench.lock``): kept open 169 against 199 us, one
+    connection per message 244 against 282 us. The rates were within the
+    runs' spread in that measurement, 5,245 against 4,941 msg/s kept open
+    and 3,740 against 3,575 reconnecting in an earlier one.
     """
 
     __slots__ = ("sock", "_raw", "_readable", "_hub", "_replied")
