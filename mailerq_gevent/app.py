@@ -100,8 +100,8 @@ class App:
         found = {type(part): part for part in self.parts}
         smtp, engine = found.get(SMTPServer), found.get(DeliveryEngine)
         return {"inbound": len(smtp.sessions()) if smtp else None,
-                "outbound": engine.attempts.connections if engine else 0,
-                "idle": len(engine.idle) if engine else 0}
+                "outbound": engine.pool.open_count if engine else 0,
+                "idle": engine.pool.idle_count if engine else 0}
 
     def _delivery(self):
         """The sender pool on the outbox, counting into the ``deliveries_*`` tables."""

@@ -1,10 +1,12 @@
-"""Connection budgets: ``smtp-connections`` (all), ``-in`` and ``-out`` (seed 002).
+"""Connection budgets: ``smtp-connections`` (all), ``smtp-connections-in`` and ``-out``.
 
-Inbound and outbound connections each have their own limit, and together
-the total one, so neither side can take all the room: with 100 / 50 / 75,
-at least 25 inbound connections are always possible. ``0`` means unlimited.
-Inbound takes a slot without waiting (a full server says 421); outbound may
-wait for one (a sender waits its turn).
+As MailerQ counts them: inbound and outbound connections each have their
+own limit, and together the total one, so neither side can take all the
+room: with 100 / 50 / 75, at least 25 inbound connections are always
+possible. ``0`` means unlimited. Neither side waits here: a full server
+answers 421 to a new client (``smtpd/server.py``), and the delivery pool
+(``delivery/pool.py``, the only user of the outbound side) closes an idle
+connection to make room, or lets the message wait its turn.
 """
 
 from gevent.lock import BoundedSemaphore
@@ -14,8 +16,8 @@ class _Limit:
     def __init__(self, size):
         self._semaphore = BoundedSemaphore(size) if size else None
 
-    def acquire(self, blocking=True, timeout=None):
-        return self._semaphore is None or self._semaphore.acquire(blocking, timeout)
+    def acquire(self):
+        return self._semaphore is None or self._semaphore.acquire(blocking=False)
 
     def release(self):
         if self._semaphore is not None:
@@ -31,26 +33,26 @@ class ConnectionBudget:
         return cls(conf.smtp_connections, conf.smtp_connections_in, conf.smtp_connections_out)
 
     def try_inbound(self):
-        """Take an inbound slot now if there is one; True when taken."""
-        return self._take(self._in, blocking=False)
+        """Take an inbound share now if there is one; True when taken."""
+        return self._take(self._in)
 
     def release_inbound(self):
         self._total.release()
         self._in.release()
 
-    def acquire_outbound(self, timeout=None):
-        """Wait up to ``timeout`` for an outbound slot; True when taken."""
-        return self._take(self._out, timeout=timeout)
-
-    def _take(self, side, blocking=True, timeout=None):
-        """A slot of ``side`` and one of the total, or neither."""
-        if not side.acquire(blocking, timeout):
-            return False
-        if not self._total.acquire(blocking, timeout):
-            side.release()
-            return False
-        return True
+    def try_outbound(self):
+        """Take an outbound share now if there is one; True when taken."""
+        return self._take(self._out)
 
     def release_outbound(self):
         self._total.release()
         self._out.release()
+
+    def _take(self, side):
+        """A share of ``side`` and one of the total, or neither."""
+        if not side.acquire():
+            return False
+        if not self._total.acquire():
+            side.release()
+            return False
+        return True

@@ -86,15 +86,3 @@ def resolve(resolver, name, rdtype, lifetime=None):
 def txt(resolver, name, lifetime=None):
     """The TXT records of ``name``, each one as bytes (its strings joined)."""
     return [b"".join(rdata.strings) for rdata in resolve(resolver, name, "TXT", lifetime)]
-
-
-def mx(resolver, name, lifetime=None):
-    """``[(preference, host)]`` for ``name``, best first (host without the final dot)."""
-    records = [(rdata.preference, rdata.exchange.to_text(omit_final_dot=True))
-               for rdata in resolve(resolver, name, "MX", lifetime)]
-    return sorted(records)
-
-
-def addresses(resolver, name, rdtype="A", lifetime=None):
-    """The ``A`` (or ``AAAA``) addresses of ``name`` as text."""
-    return [rdata.address for rdata in resolve(resolver, name, rdtype, lifetime)]

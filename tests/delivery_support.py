@@ -32,7 +32,8 @@ def capacity(domain="", localip="", **limits):
 class World:
     """An engine on an embedded queue; ``sink`` receives every domain routed to it."""
 
-    def __init__(self, tmp_path, rows=None, sink=None, dns_server=None, router=None, **conf):
+    def __init__(self, tmp_path, rows=None, sink=None, dns_server=None, router=None,
+                 recorder=None, **conf):
         self.queue_path = tmp_path / "queue.sqlite"
         values = dict(rabbitmq_address="sqlite:///%s" % self.queue_path,
                       rabbitmq_outbox="outbox", smtp_hostname="mta.test", rabbitmq_dsn="dsn")
@@ -46,7 +47,8 @@ class World:
         self.set_rows(self.rows)
         self.engine = DeliveryEngine(self.conf, self.broker, lambda: self.snapshot,
                                      ConnectionBudget(), make_resolver(dns_server),
-                                     router=router, command_timeout=5.0, connect_timeout=5.0)
+                                     router=router, command_timeout=5.0, connect_timeout=5.0,
+                                     recorder=recorder)
 
     def set_rows(self, rows):
         """New settings (as a reload would bring); ``dns`` rows default to the sink."""

@@ -6,6 +6,7 @@ import socket
 import ssl
 
 import pytest
+from gevent import monkey
 
 from mailerq_gevent import certificates, config
 from mailerq_gevent.broker import Broker, backend
@@ -15,6 +16,16 @@ from mailerq_gevent.smtpd.server import SMTPServer
 from tests.rows import snapshot
 
 HOSTNAME = "mx.test.example"
+
+
+def _sent_early(address, data, timeout):
+    blocking = monkey.get_original("socket", "socket")()
+    blocking.settimeout(timeout)
+    blocking.connect(address)
+    blocking.sendall(data)
+    sock = socket.socket(fileno=blocking.detach())
+    sock.settimeout(timeout)
+    return sock
 
 
 class Running:
@@ -70,8 +81,14 @@ def smtp(tmp_path):
 class Raw:
     """A client that sends and reads exact bytes."""
 
-    def __init__(self, port, host="127.0.0.1", greeting=True, timeout=10):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", greeting=True, timeout=10, early=None):
+        """``early``: bytes that are in the server's socket before the server
+        has run at all (sent with blocking system calls, during which the hub,
+        and so the server in this process, does not run)."""
+        if early is None:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        else:
+            self.sock = _sent_early((host, port), early, timeout)
         self.buffer = b""
         if greeting:
             self.greeting = self.reply()

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailerq_gevent import config
 from mailerq_gevent.config_values import HostPort
-from mailerq_gevent.resolver import TemporaryError, addresses, make_resolver, mx, txt
+from mailerq_gevent.resolver import TemporaryError, make_resolver, resolve, txt
 from mailerq_gevent.smtpd.checks import CheckResults, InboundChecks, SpamdError, parse_spamd_reply
 from tests.dns_server import serve_zone, silent_server
 
@@ -114,6 +114,15 @@ def test_resolver_retries_a_truncated_answer_over_tcp(dns_zone):
     value = "".join("%04d" % n for n in range(500))   # 2000 bytes: over EDNS0's 1232
     served = dns_zone([("big.test", "TXT", value)])
     assert txt(make_resolver(served.address), "big.test") == [value.encode()]
+
+
+def mx(resolver, name):
+    return sorted((rdata.preference, rdata.exchange.to_text(omit_final_dot=True))
+                  for rdata in resolve(resolver, name, "MX"))
+
+
+def addresses(resolver, name, rdtype="A"):
+    return [rdata.address for rdata in resolve(resolver, name, rdtype)]
 
 
 def test_dns_zone_fixture_serves_mx_cname_and_servfail(dns_zone):

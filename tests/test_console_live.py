@@ -215,8 +215,8 @@ def test_without_a_recorder_the_server_records_nothing(smtp):
 # -- outgoing: the real delivery engine -------------------------------------------------------
 
 def test_an_outgoing_conversation_is_recorded_through_the_engine(tmp_path):
-    world = World(tmp_path)
-    recorder = world.engine.attempts.recorder = Recorder()
+    recorder = Recorder()
+    world = World(tmp_path, recorder=recorder)
     recorder.subscribe()
     world.start()
     try:

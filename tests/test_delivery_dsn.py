@@ -7,8 +7,9 @@ import email.utils
 
 import pytest
 
-from mailerq_gevent.delivery import dsn
-from mailerq_gevent.delivery.outcome import Result
+from mailerq_gevent.delivery import dsn, result as results
+from mailerq_gevent.delivery.sender import network_error
+from mailerq_gevent.message import Message
 
 NOW = 1_700_000_000
 MTA = "mta.test.example"
@@ -20,11 +21,15 @@ def message(**extra):
     base = {"envelope": "bounces@sender.example", "recipient": "user@rcpt.example",
             "mime": ORIGINAL, "queued": NOW - 3600}
     base.update(extra)
-    return base
+    return Message(base)
 
 
 def failed(code=550, text="5.1.1 user unknown"):
-    return Result.from_reply("rcpt", code, text, NOW, "192.0.2.1", "198.51.100.7")
+    return results.make("rcpt", code, text).stamped(NOW, "192.0.2.1", "198.51.100.7")
+
+
+def no_reply(remote="", why="connection refused"):
+    return network_error("connect", ConnectionRefusedError(why)).stamped(NOW, "192.0.2.1", remote)
 
 
 def parse(raw):
@@ -109,7 +114,7 @@ def test_ret_full_over_the_limit_returns_the_header_only():
     (failed(550, "5.1.1 unknown"), "failure", "failed", "5.1.1"),
     (failed(550, "unknown"), "failure", "failed", "5.0.0"),
     (failed(451, "4.3.0 expired (maxattempts 3 reached): busy"), "failure", "failed", "5.4.7"),
-    (Result.error("connect", "timed out", NOW), "failure", "failed", "5.4.7"),
+    (no_reply(why="timed out"), "failure", "failed", "5.4.7"),
     (failed(250, "2.1.5 ok"), "success", "delivered", "2.1.5"),
     (failed(250, "ok"), "success", "delivered", "2.0.0"),
     (failed(421, "4.7.0 try later"), "retry", "delayed", "4.7.0"),
@@ -122,7 +127,7 @@ def test_action_and_status_per_kind(result, kind, action, status):
 
 
 def test_no_diagnostic_code_without_a_reply():
-    result = Result.error("connect", "connection refused", NOW, "192.0.2.1", "")
+    result = no_reply()
     per_recipient = status_blocks(parse(dsn.build_dsn(message(), result, MTA, NOW)))[1]
     assert per_recipient["Diagnostic-Code"] is None and per_recipient["Remote-MTA"] is None
 
@@ -143,6 +148,8 @@ def test_dsn_message_is_json_from_the_null_sender():
     report = email.message_from_string(out["mime"], policy=email.policy.default)
     assert status_blocks(report)[1]["Status"] == "5.1.1"
     assert not dsn.wants_dsn(out, "failure")          # a DSN never gets a DSN
+    assert len(out.id) == 14 and out.id != dsn.dsn_message(message(), failed(), MTA, NOW).id
+    assert dsn.dsn_message(message(ip="192.0.2.9"), failed(), MTA, NOW)["ips"] == ["192.0.2.9"]
 
 
 def test_a_result_dict_works_as_well_as_a_result():

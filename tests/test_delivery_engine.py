@@ -54,6 +54,21 @@ def test_a_message_is_delivered_and_reported_to_results_and_success(world):
     wait_until(lambda: w.count("outbox") == 0)       # the ack is committed just after
 
 
+def test_every_delivery_log_line_names_the_queue_id(world, caplog):
+    w = world()
+    w.sink.fault("rcpt", "451 4.3.0 later")
+    with caplog.at_level("INFO", logger="mailerq_gevent.delivery.engine"):
+        w.inject(id="QID1", retries=[1])
+        wait_until(lambda: w.count("retry") == 1)
+        w.sink.clear_faults()
+        wait_until(lambda: "event=delivery.success" in caplog.text, timeout=10)
+    lines = [line for line in caplog.text.splitlines() if "event=delivery." in line]
+    assert [line.split("event=")[1].split()[0] for line in lines] == [
+        "delivery.retry", "delivery.success"]
+    assert all(" id=QID1 " in line for line in lines)
+    assert w.queued("success")[0]["id"] == "QID1"
+
+
 def test_a_4xx_at_rcpt_is_retried_later_per_the_schedule(world):
     w = world()
     w.sink.fault("rcpt", "452 4.2.2 mailbox full")
@@ -183,9 +198,8 @@ def test_a_throttled_backlog_is_spread_out_at_the_limit(world):
     for _ in range(5):
         w.inject()
     wait_until(lambda: len(w.sink.messages) >= 1 and w.count("outbox") == 4)
-    delays = sorted(w.engine._next_free.values())
-    assert len(delays) == 1
-    assert w.engine._next_free[(None, "example.test", "messages")] - \
+    assert len(w.engine.spread) == 1
+    assert w.engine.spread.next_turn((None, "example.test", "messages")) - \
         w.engine.monotonic() == pytest.approx(4.0, abs=1.5)
 
 
@@ -204,7 +218,7 @@ def test_consecutive_messages_reuse_one_connection(world):
         w.inject()
         wait_until(lambda: w.count("success") == n)
     assert w.sink.connections == 1
-    assert w.engine.attempts.connections == 1 and len(w.engine.idle) == 1
+    assert w.engine.pool.open_count == 1 and w.engine.pool.idle_count == 1
 
 
 def test_connection_maxmessages_and_idle_expiry(world):
@@ -340,6 +354,8 @@ def test_delivery_over_rabbitmq_with_a_retry_through_its_delay_queue(tmp_path, r
     ``<queue>.delay.<s>`` holding queue back into the outbox."""
     import uuid
 
+    import kombu
+
     from mailerq_gevent import config
     from mailerq_gevent.broker import Broker, codec
     from mailerq_gevent.connections import ConnectionBudget
@@ -372,14 +388,15 @@ def test_delivery_over_rabbitmq_with_a_retry_through_its_delay_queue(tmp_path, r
         wait_until(lambda: broker.depth(outbox) == 0)
     finally:
         engine.stop(5)
-        for name in (outbox, retry):
-            try:
-                broker.publisher._with_retry(broker.publisher._single, "delete",
-                                             lambda slot, n=name: slot.channel().queue_delete(n))
-            except Exception:  # noqa: BLE001 - cleanup only
-                pass
         broker.stop(5)
         sink.stop()
+        with kombu.Connection(rabbit_url) as conn:
+            channel = conn.channel()
+            for name in (outbox, retry, outbox + ".delay.1"):
+                try:
+                    channel.queue_delete(name)
+                except Exception:  # noqa: BLE001 - cleanup only: it may not exist
+                    channel = conn.channel()
 
 
 def test_a_pipelining_server_gets_rset_mail_rcpt_and_data_in_one_write(world):

@@ -1,15 +1,17 @@
-"""Results, classification, retries and give-up (``delivery.outcome``)."""
+"""What a result means for the message (``delivery.outcome``): result queues,
+retries, give-up and DSNs."""
 
 import email
 import email.policy
 import json
-from types import SimpleNamespace
 
 import pytest
 
 from mailerq_gevent import config
-from mailerq_gevent.delivery import outcome
-from mailerq_gevent.delivery.outcome import Result, classify, decide, first_delay
+from mailerq_gevent.delivery import result
+from mailerq_gevent.delivery.outcome import decide, first_delay
+from mailerq_gevent.delivery.sender import network_error as connection_failed
+from mailerq_gevent.message import Message, set_from_text
 
 NOW = 1_700_000_000
 CONF = config.defaults().replace(smtp_hostname="mta.test.example")
@@ -19,51 +21,35 @@ def message(**extra):
     base = {"envelope": "bounces@sender.example", "recipient": "user@rcpt.example",
             "mime": "Subject: hi\r\n\r\nbody\r\n", "queued": NOW, "tag": "kept"}
     base.update(extra)
-    return base
+    return Message(base)
 
 
 def reply(code, text="", state="rcpt"):
-    return Result.from_reply(state, code, text, NOW, "192.0.2.1", "198.51.100.7")
+    return result.make(state, code, text).stamped(NOW, "192.0.2.1", "198.51.100.7")
 
 
 def network_error():
-    return Result.error("connect", "connection refused", NOW, "192.0.2.1", "198.51.100.7")
+    refused = connection_failed("connect", ConnectionRefusedError("connection refused"))
+    return refused.stamped(NOW, "192.0.2.1", "198.51.100.7")
 
 
 def published(decision):
     return [(queue, json.loads(body)) for queue, body in decision.queues]
 
 
-@pytest.mark.parametrize("code, kind", [
-    (250, "success"), (251, "success"), (421, "retry"), (450, "retry"), (452, "retry"),
-    (550, "failure"), (554, "failure"), (None, "retry"), (0, "retry")])
-def test_classify(code, kind):
-    assert classify(code) == kind
-
-
-def test_result_from_reply_splits_the_enhanced_status_and_serialises():
-    result = Result.from_reply("rcpt", 550, b"5.1.1 <user@rcpt.example>:\n user unknown",
-                               NOW + 0.7, "192.0.2.1", "198.51.100.7")
-    assert result.as_dict() == {
-        "state": "rcpt", "result": "error", "time": NOW, "from": "192.0.2.1",
-        "to": "198.51.100.7", "code": 550, "status": "5.1.1",
-        "description": "<user@rcpt.example>: user unknown"}
-    assert Result.from_reply("data", 250, "2.0.0 OK queued", NOW).result == "ok"
-    assert Result.from_reply("data", 250, "OK queued", NOW).status == ""
-
-
-def test_result_from_a_sender_attempt():
-    attempt = SimpleNamespace(state="data", code=452, status="4.2.2", text="mailbox\n full")
-    result = Result.from_attempt(attempt, NOW, "192.0.2.1", "198.51.100.7")
-    assert (result.state, result.result, result.code, result.status, result.description) == (
-        "data", "error", 452, "4.2.2", "mailbox full")
-    assert result.kind == "retry"
-
-
 def test_a_network_error_has_no_code_and_is_retried():
-    result = network_error()
-    assert (result.code, result.status, result.kind) == (0, "", "retry")
-    assert result.as_dict()["code"] == 0
+    decision = decide(message(), network_error(), NOW, CONF)
+    assert decision.kind == "retry" and decision.message["results"][-1]["code"] == 0
+
+
+def test_a_local_error_keeps_its_words_and_its_status_with_code_0():
+    refused = result.make("local", 0, "no valid recipient address", "5.1.3").stamped(NOW)
+    assert refused.kind == "permanent"
+    decision = decide(message(), refused, NOW, CONF)
+    assert decision.kind == "failure"
+    assert decision.message["results"][-1] == {
+        "state": "local", "result": "error", "time": NOW, "from": "", "to": "", "code": 0,
+        "status": "5.1.3", "description": "no valid recipient address"}
 
 
 def test_success_goes_to_results_and_success_with_the_result_appended():
@@ -153,8 +139,8 @@ def test_maxdelivertime_in_seconds_or_as_a_time():
 def test_queued_is_set_on_first_sight():
     fresh = message()
     del fresh["queued"]
-    assert outcome.mark_queued(fresh, NOW + 0.5) == NOW
-    assert outcome.mark_queued(fresh, NOW + 99) == NOW
+    assert fresh.mark_queued(NOW + 0.5) and fresh.queued == NOW
+    assert not fresh.mark_queued(NOW + 99) and fresh.queued == NOW
     fresh = message()
     del fresh["queued"]
     assert decide(fresh, reply(421), NOW, CONF).message["queued"] == NOW
@@ -206,8 +192,8 @@ def test_first_delay_from_nextattempt(value, delay):
 
 
 def test_first_delay_agrees_with_the_x_mq_delayed_header():
-    from mailerq_gevent.smtpd.message import extract
     for text in ("2023-11-14 22:15:20", "1700000120", "Tue, 14 Nov 2023 22:15:20 +0000"):
-        extracted = extract([("x-mq-delayed", text)])
+        extracted = {}
+        set_from_text(extracted, "delayed", text)
         assert first_delay(message(**extracted), NOW) == 120
         assert first_delay(message(nextattempt=text), NOW) == 120

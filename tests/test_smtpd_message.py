@@ -56,6 +56,16 @@ def test_a_bad_x_mq_value_refuses_the_message(smtp, header):
     assert running.queued() == []
 
 
+def test_every_recipient_carries_the_transactions_queue_id(smtp, caplog):
+    running = smtp()
+    with caplog.at_level("INFO", logger="mailerq_gevent.smtpd.session"):
+        reply = send(running, message(extra="x-mq-id: mine\r\n"),
+                     recipients=(b"b@example.org", b"c@example.org"))
+    queue_id = reply.split(b"queued as ")[1].strip().decode()
+    assert [m["id"] for m in running.queued()] == [queue_id, queue_id]   # x-mq-id cannot change it
+    assert "event=smtp.queued id=%s " % queue_id in caplog.text
+
+
 def test_without_smtp_extract_the_headers_stay(smtp):
     running = smtp(smtp_extract=False)
     send(running, message(extra="x-mq-maxattempts: 5\r\n"))

@@ -235,3 +235,32 @@ def test_stop_lets_a_session_finish_its_transaction(smtp):
     client.command(b"QUIT")
     stopper.join(10)
     assert len(running.queued()) == 1
+
+
+def test_stop_says_421_at_once_to_a_session_waiting_for_a_command(smtp):
+    running = smtp()
+    client = Raw(running.port)
+    client.hello()
+    started = gevent.get_hub().loop.now()
+    stopper = gevent.spawn(running.server.stop, 10)
+    assert client.reply() == b"421 4.3.2 Service shutting down\r\n"
+    assert client.is_closed()
+    stopper.join(5)
+    assert stopper.successful()
+    assert gevent.get_hub().loop.now() - started < 5       # not the 10 s allowed
+    with pytest.raises(OSError):                           # no longer listening
+        Raw(running.port)
+
+
+def test_stop_cuts_a_session_still_receiving_when_its_time_is_up(smtp, caplog):
+    running = smtp()
+    client = Raw(running.port)
+    client.begin_data()
+    client.send(b"Subject: never ends\r\n")
+    started = gevent.get_hub().loop.now()
+    running.server.stop(0.5)
+    assert gevent.get_hub().loop.now() - started >= 0.45
+    assert "event=smtp.sessions_cut count=1" in caplog.text
+    assert client.is_closed()                              # without a reply
+    assert running.queued() == []
+    assert running.server.sessions() == []

@@ -80,7 +80,6 @@ def test_a_header_from_outside_smtp_proxy_is_just_a_bad_command(smtp):
 
 
 def test_data_after_the_header_before_the_greeting_is_a_sync_error(proxied):
-    proxied.server.greet_wait = 0.3
-    client = Raw(proxied.port, greeting=False)
-    client.send(b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 25\r\nEHLO early\r\n")
+    client = Raw(proxied.port, greeting=False,
+                 early=b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 25\r\nEHLO early\r\n")
     assert client.reply() == b"554 5.5.0 Error: SMTP protocol synchronization\r\n"

@@ -189,9 +189,7 @@ def test_local_mail_goes_to_the_local_queue(guarded):
 
 def test_talking_before_the_greeting_is_a_sync_error(smtp):
     running = smtp()
-    running.server.greet_wait = 0.3
-    client = Raw(running.port, greeting=False)
-    client.send(b"EHLO early.example\r\n")
+    client = Raw(running.port, greeting=False, early=b"EHLO early.example\r\n")
     assert client.reply() == b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
     assert client.is_closed()
 
@@ -252,7 +250,7 @@ def test_200_slow_clients_do_not_keep_out_a_new_one(smtp):
     for client in slow:
         assert client.reply().startswith(b"421 4.4.2")
         client.close()
-    wait_until(lambda: running.server._open == {})
+    wait_until(lambda: running.server.sessions() == [])
     # every slot they held is free again
     assert all(running.budget.try_inbound() for _ in range(running.conf.smtp_connections_in))
 

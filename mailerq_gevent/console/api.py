@@ -35,11 +35,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailerq_gevent import config, logs
+from mailerq_gevent import message as queued_message
 from mailerq_gevent.broker import BrokerError, codec
 from mailerq_gevent.console import charts, request_body
 from mailerq_gevent.console.answers import ApiError, json_route
 from mailerq_gevent.db import tables
-from mailerq_gevent.mail.addresses import AddressError, validate
 
 log = logs.get(__name__)
 
@@ -182,23 +182,16 @@ def _messages(value):
     return [_checked(message, "message %d: " % index) for index, message in enumerate(value)]
 
 
-def _checked(message, where):
-    """``message`` if it has what SPEC §4 requires; unknown properties pass through."""
-    if not isinstance(message, dict):
-        raise ApiError(400, where + "a message must be a JSON object")
-    for name in ("envelope", "recipient", "mime"):
-        if not isinstance(message.get(name), str):
-            raise ApiError(400, where + "%s must be a string" % name)
-    if not message["mime"]:
-        raise ApiError(400, where + "mime must not be empty")
-    for name in ("recipient", "envelope"):
-        if message[name] or name == "recipient":
-            try:
-                validate(message[name], "loose", utf8=True)
-            except AddressError:
-                raise ApiError(400, where + "%s must be an address (user@domain)" % name) \
-                    from None
-    return message
+def _checked(data, where):
+    """``data`` as a Message if it can be queued (``message.check``; unknown
+    properties pass through), with a fresh queue id unless it has one."""
+    try:
+        checked = queued_message.check(data)
+    except queued_message.BadValue as error:
+        raise ApiError(400, where + str(error)) from None
+    if not checked.id:
+        checked["id"] = queued_message.new_id()
+    return checked
 
 
 # -- cluster -------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Delivery status notifications to the envelope sender (RFC 3464, RFC 3461, RFC 3462).
 
+The messages here are ``message.Message`` values.
+
 ``wants_dsn(message, kind)`` reads the message's ``dsn.notify`` (RFC 3461
 NOTIFY: ``NEVER`` or any of ``SUCCESS``, ``FAILURE``, ``DELAY``, as a comma
 separated string or a list). Without ``notify`` only a failure is reported.
@@ -16,7 +18,8 @@ own, and returning every bounced newsletter whole only costs bandwidth. A
 ``FULL`` message larger than ``max_full`` is returned as headers too.
 
 ``dsn_message`` wraps it in the queue JSON for ``rabbitmq-dsn``, with a null
-envelope sender so that a DSN never causes another one.
+envelope sender so that a DSN never causes another one, and a queue id of
+its own.
 
 ``smtp_parameters`` turns the same ``dsn`` property into the ESMTP parameters
 a relay passes on to a next hop that offers DSN (RFC 3461 §4, §6.2): RET and
@@ -32,6 +35,7 @@ from email.message import EmailMessage, Message, MIMEPart
 
 from mailerq_gevent.mail import addresses, headers
 from mailerq_gevent.mail.status import is_status
+from mailerq_gevent.message import Message as QueuedMessage, new_id
 
 NOTIFY_FOR = {"success": "SUCCESS", "failure": "FAILURE", "retry": "DELAY", "delay": "DELAY"}
 ACTIONS = {"success": "delivered", "failure": "failed", "retry": "delayed", "delay": "delayed"}
@@ -64,7 +68,7 @@ def smtp_parameters(dsn):
     envid = _xtext(str(dsn.get("envid") or "").strip())
     if envid and len(envid) <= MAX_ENVID:
         mail.append("ENVID=" + envid)
-    wanted = notify({"dsn": dsn})
+    wanted = _notify(dsn)
     if wanted and addresses.valid_notify(wanted):
         rcpt.append("NOTIFY=" + ",".join(sorted(wanted)))
     orcpt = _orcpt(str(dsn.get("orcpt") or "").strip())
@@ -99,9 +103,9 @@ def _xtext(text):
                    "+%02X" % octet for octet in text.encode("utf-8"))
 
 
-def notify(message):
+def _notify(dsn):
     """The NOTIFY keywords asked for (upper case), or None when not given."""
-    raw = (message.get("dsn") or {}).get("notify")
+    raw = dsn.get("notify")
     items = raw if isinstance(raw, (list, tuple)) else re.split(r"[,\s]+", str(raw or ""))
     wanted = {str(item).strip().upper() for item in items if str(item).strip()}
     return wanted or None
@@ -109,9 +113,9 @@ def notify(message):
 
 def wants_dsn(message, kind):
     """Whether the sender wants a DSN for ``kind`` (success, failure, retry/delay)."""
-    if is_null_sender(message.get("envelope")):
+    if is_null_sender(message.envelope):
         return False
-    wanted = notify(message)
+    wanted = _notify(message.dsn)
     if wanted is None:
         return kind == "failure"
     return "NEVER" not in wanted and NOTIFY_FOR.get(kind) in wanted
@@ -123,17 +127,18 @@ def is_null_sender(envelope):
 
 def full_return(message):
     """True when ``dsn.ret`` is FULL (the default, HDRS, returns the header only)."""
-    return str((message.get("dsn") or {}).get("ret") or "").strip().upper() == "FULL"
+    return str(message.dsn.get("ret") or "").strip().upper() == "FULL"
 
 
 def dsn_message(message, result, reporting_mta, now, kind="failure"):
     """The JSON message for ``rabbitmq-dsn``: the DSN to the envelope sender,
     from the null reverse-path, leaving from the original message's ``ips``."""
     mime = build_dsn(message, result, reporting_mta, now, kind)
-    out = {"envelope": "", "recipient": message.get("envelope", "").strip().strip("<>"),
-           "mime": mime.decode("utf-8", "surrogateescape")}
-    if message.get("ips"):
-        out["ips"] = message["ips"]
+    out = QueuedMessage(id=new_id(), envelope="",
+                        recipient=message.envelope.strip().strip("<>"),
+                        mime=mime.decode("utf-8", "surrogateescape"))
+    if message.ips:
+        out["ips"] = message.ips
     return out
 
 
@@ -141,8 +146,8 @@ def build_dsn(message, result, reporting_mta, now, kind="failure", max_full=MAX_
     """The DSN for ``message`` after ``result`` (a Result or its dict) as bytes."""
     result = result.as_dict() if hasattr(result, "as_dict") else dict(result)
     action = ACTIONS[kind]
-    sender = message.get("envelope", "").strip().strip("<>")
-    policy = email.policy.SMTP if _is_ascii(sender, message.get("recipient")) else (
+    sender = message.envelope.strip().strip("<>")
+    policy = email.policy.SMTP if _is_ascii(sender, message.recipient) else (
         email.policy.SMTPUTF8)
     report = _envelope_headers(EmailMessage(policy=policy), sender, reporting_mta, now, action)
     report.set_content(_human_text(message, result, reporting_mta, action))
@@ -169,7 +174,7 @@ def _human_text(message, result, reporting_mta, action):
     said = _clean(_reply_text(result) or "no answer", ascii_only=False)
     return ("This is the mail system at host %s.\n\n%s\n\n<%s>: %s said\n"
             "    %s\n    (at the %s step)\n") % (
-        reporting_mta, INTROS[action], message.get("recipient", ""), remote, said,
+        reporting_mta, INTROS[action], message.recipient, remote, said,
         result.get("state") or "delivery")
 
 
@@ -184,20 +189,20 @@ def _status_part(message, result, reporting_mta, action, policy):
 def _per_message(message, reporting_mta, policy):
     fields = Message(policy=policy)
     fields["Reporting-MTA"] = "dns; %s" % reporting_mta
-    envid = (message.get("dsn") or {}).get("envid")
+    envid = message.dsn.get("envid")
     if envid:
         fields["Original-Envelope-Id"] = _clean(_xtext_decode(envid))
-    if message.get("queued"):
-        fields["Arrival-Date"] = email.utils.formatdate(float(message["queued"]), usegmt=True)
+    if message.queued:
+        fields["Arrival-Date"] = email.utils.formatdate(float(message.queued), usegmt=True)
     return fields
 
 
 def _per_recipient(message, result, action, policy):
     fields = Message(policy=policy)
-    orcpt = (message.get("dsn") or {}).get("orcpt")
+    orcpt = message.dsn.get("orcpt")
     if orcpt:
         fields["Original-Recipient"] = _typed_address(_xtext_decode(orcpt))
-    fields["Final-Recipient"] = _typed_address(message.get("recipient", ""))
+    fields["Final-Recipient"] = _typed_address(message.recipient)
     fields["Action"] = action
     fields["Status"] = dsn_status(result, action)
     if result.get("to"):
@@ -223,9 +228,7 @@ def dsn_status(result, action):
 
 
 def _original_part(message, max_full, policy):
-    original = message.get("mime") or b""
-    if isinstance(original, str):
-        original = original.encode("utf-8", "surrogateescape")
+    original = message.mime
     part = MIMEPart(policy=policy)
     if full_return(message) and len(original) <= max_full:
         part.set_content(email.message_from_bytes(original, policy=policy),
@@ -237,8 +240,10 @@ def _original_part(message, max_full, policy):
 
 
 def _reply_text(result):
+    """``code status text``; the status once when the text starts with it."""
+    status, text = result.get("status") or "", result.get("description") or ""
     parts = [str(result["code"])] if result.get("code") else []
-    parts += [result.get("status") or "", result.get("description") or ""]
+    parts += [status if not text.startswith(status + " ") and text != status else "", text]
     return " ".join(part for part in parts if part)
 
 

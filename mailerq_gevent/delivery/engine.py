@@ -1,4 +1,4 @@
-"""The sender pool: consume the outbox, deliver each message, settle it (SPEC §7).
+"""The delivery engine: consume the outbox, deliver each message, settle it.
 
 ``DeliveryEngine`` consumes ``rabbitmq-outbox`` with a prefetch as large as
 its pool of sender greenlets, so every message taken is being worked on (none
@@ -9,9 +9,10 @@ waits in the process behind another). For each message:
 2. the local IP (``ips``/``ip``, round robin by attempt, ``delegates``), the
    capacity (``throttles``: the most specific row, or a flood's), the route
    (``routing``: dns table, smarthost, relay, MX);
-3. the attempt (``attempt.Attempts``): a limit reached gives the message back
-   to the queue for as long as the limit says, spread out so that a backlog
-   returns at the limit's pace instead of all at once;
+3. the attempt (``attempt.Attempts``, connections from ``pool.ConnectionPool``):
+   a limit reached gives the message back to the queue for as long as the
+   limit says, spread out (``spread.Spread``) so that a backlog returns at
+   the limit's pace instead of all at once;
 4. the outcome (``outcome.decide``): results, success, failure, retry and DSN
    queues, and for a retry the message itself back to the outbox with its
    delay, all published in one ``publish_many``; only then is the delivery
@@ -19,9 +20,12 @@ waits in the process behind another). For each message:
    delivery is possible, a lost one is not.
 
 A reply that matches ``flood_responses`` switches the pair to that capacity.
-Every outcome counts in the per-minute statistics (``stats``).
+Every outcome counts in the per-minute statistics (``stats``), and every
+``delivery.*`` log line names the message's queue id (``id=``), as the SMTP
+server's ``smtp.queued`` line does.
 """
 
+import functools
 import socket
 import time
 
@@ -29,12 +33,14 @@ from gevent.pool import Pool
 
 from mailerq_gevent import logs
 from mailerq_gevent.broker import BrokerError, codec
-from mailerq_gevent.delivery import outcome, routing
-from mailerq_gevent.delivery.attempt import Attempts, Job, Throttled
-from mailerq_gevent.delivery.idle import IdleConnections
+from mailerq_gevent.delivery import outcome, result, routing
+from mailerq_gevent.delivery.attempt import Attempts, Job
+from mailerq_gevent.delivery.pool import ConnectionPool, Throttled
 from mailerq_gevent.delivery.routing import Router, RouteError
-from mailerq_gevent.delivery.sender import client_context
+from mailerq_gevent.delivery.sender import Connection, client_context
+from mailerq_gevent.delivery.spread import Spread
 from mailerq_gevent.delivery.throttle import Throttles
+from mailerq_gevent.message import Message
 from mailerq_gevent.signing import Signer
 
 log = logs.get(__name__)
@@ -42,7 +48,6 @@ log = logs.get(__name__)
 PAUSED_DELAY = 60.0         # seconds a paused message waits before it is looked at again
 ERROR_DELAY = 60.0          # after an unexpected error
 DEFAULT_PREFETCH = 500
-BACKLOG_LIMIT = 10000       # spread-out keys kept before old ones are dropped
 
 
 class DeliveryEngine:
@@ -56,20 +61,21 @@ class DeliveryEngine:
         self.hostname = conf.smtp_hostname or socket.getfqdn()
         self.prefetch = prefetch or conf.smtp_connections_out or DEFAULT_PREFETCH
         self.throttles = Throttles(clock=monotonic)
-        self.idle = IdleConnections(clock=monotonic)
         self.router = router or Router(resolver, relay=conf.relay or None)
-        self.attempts = Attempts(self.throttles, self.idle, budget, Signer(), self.hostname,
-                                 tls_context=client_context(), command_timeout=command_timeout,
-                                 connect_timeout=connect_timeout, clock=monotonic,
-                                 recorder=recorder)     # live view hook (console.live)
-        self.pool = Pool(self.prefetch)
+        connect = functools.partial(Connection, tls_context=client_context(),
+                                    timeout=command_timeout, connect_timeout=connect_timeout,
+                                    recorder=recorder)      # live view hook (console.live)
+        self.pool = ConnectionPool(self.throttles, budget, connect, self.hostname,
+                                   clock=monotonic)
+        self.attempts = Attempts(self.pool, self.throttles, Signer())
+        self.spread = Spread(clock=monotonic)
+        self.senders = Pool(self.prefetch)
         self.consumer = None
-        self._next_free = {}    # (localip, domain, limit) -> monotonic time of the next free turn
 
     # -- life ------------------------------------------------------------------
 
     def start(self):
-        self.idle.start()
+        self.pool.start()
         if self.stats is not None:
             self.stats.start()
         self.consumer = self.broker.consume(self.queue, self._received, prefetch=self.prefetch)
@@ -79,19 +85,19 @@ class DeliveryEngine:
         """Stop taking messages, let those in hand finish (up to ``timeout``), close."""
         if self.consumer is not None:
             self.consumer.stop(timeout)
-        self.pool.kill(timeout=min(timeout, 5.0))
-        self.idle.stop()
+        self.senders.kill(timeout=min(timeout, 5.0))
+        self.pool.stop()
         if self.stats is not None:
             self.stats.stop()
 
     def _received(self, delivery):
-        self.pool.spawn(self._deliver, delivery)
+        self.senders.spawn(self._deliver, delivery)
 
     # -- one message -------------------------------------------------------------
 
     def _deliver(self, delivery):
         try:
-            message = delivery.json()
+            message = Message(delivery.json())
         except codec.CodecError as exc:
             log.error("delivery.bad_message", queue=self.queue, detail=str(exc)[:200])
             delivery.reject()
@@ -99,46 +105,50 @@ class DeliveryEngine:
         try:
             self._deliver_message(delivery, message)
         except BrokerError as exc:
-            log.error("delivery.settle_failed", recipient=message.get("recipient"),
+            log.error("delivery.settle_failed", id=message.id, recipient=message.recipient,
                       detail=str(exc)[:200])
             delivery.reject(requeue=True)
         except Exception:  # noqa: BLE001 - a surprise never drops mail
-            log.exception("delivery.unexpected_error", recipient=message.get("recipient"))
+            log.exception("delivery.unexpected_error", id=message.id,
+                          recipient=message.recipient)
             self._hold(delivery, message, ERROR_DELAY, changed=False)
 
     def _deliver_message(self, delivery, message):
         now = self.clock()
-        changed = outcome.QUEUED not in message
-        outcome.mark_queued(message, now)
+        changed = message.mark_queued(now)
         delay = outcome.first_delay(message, now)
         if delay > 0:
             return self._hold(delivery, message, delay, changed)
-        recipient = str(message.get("recipient") or "")
-        local, _, domain = recipient.rpartition("@")
-        if not local or not domain:
-            return self._settle(delivery, message, outcome.Result.error(
-                "local", "no valid recipient address", now, code=550, status="5.1.3"), "", "")
+        domain = message.recipient_domain
+        if not domain:
+            refused = result.make("local", 0, "no valid recipient address", "5.1.3")
+            return self._settle(delivery, message, refused.stamped(now), "", "")
         settings = self.settings()
-        localip = routing.choose_local_ip(settings, message.get("ips") or message.get("ip"),
-                                          None, domain, turn=len(message.get("results") or ()))
+        localip = routing.choose_local_ip(settings, message.ips, None, domain,
+                                          turn=len(message.results))
         if settings.is_paused(localip, domain):
             return self._hold(delivery, message, PAUSED_DELAY, changed)
         try:
-            route = self.router.route(settings, domain, message.get("smarthost"))
+            route = self.router.route(settings, domain, message.smarthost)
         except RouteError as exc:
-            result = outcome.Result.error("dns", exc.description, now, localip or "", domain,
-                                          code=550 if exc.permanent else 0, status=exc.status)
-            return self._settle(delivery, message, result, localip, domain)
+            failed = result.make("dns", 0, exc.description, exc.status)
+            return self._settle(delivery, message, failed.stamped(now, localip, domain),
+                                localip, domain)
         capacity = self.throttles.effective_capacity(settings, localip, domain)
-        job = Job(settings, message, domain, localip, capacity, route)
+        self._attempt(delivery, Job(settings, message, domain, localip, capacity, route), changed)
+
+    def _attempt(self, delivery, job, changed):
+        """The attempt of ``job``; then the message is held or settled."""
+        message, localip, domain = job.message, job.localip, job.domain
         got = self.attempts.run(job)
         if isinstance(got, Throttled):
-            delay = PAUSED_DELAY if got.reason == "paused" else self._spread(job, got)
+            delay = PAUSED_DELAY if got.reason == "paused" else self.spread.delay(
+                (localip, domain, got.reason), got.delay, _limit(job.capacity, got.reason))
             return self._hold(delivery, message, delay, changed)
         if not got.ok:
-            self._check_flood(settings, got.text, localip, domain)
-        result = outcome.Result.from_attempt(got, self.clock(), localip or "", job.remote)
-        self._settle(delivery, message, result, localip, domain, job.remote)
+            self._check_flood(job.settings, got.description, localip, domain)
+        self._settle(delivery, message, got.stamped(self.clock(), localip, job.remote),
+                     localip, domain, job.remote)
 
     def _hold(self, delivery, message, delay, changed):
         """Back to the queue for ``delay`` seconds (with the new body when ``changed``)."""
@@ -154,25 +164,11 @@ class DeliveryEngine:
         delivery.ack()
         if self.stats is not None:
             self.stats.count(decision.kind, localip or "", domain, remote)
-        log.info("delivery." + decision.kind, recipient=message.get("recipient"),
+        log.info("delivery." + decision.kind, id=message.id, recipient=message.recipient,
                  localip=localip or "", remote=remote, code=result.code, status=result.status,
                  state=result.state, delay=decision.delay, description=result.description[:200])
 
     # -- throttles ---------------------------------------------------------------
-
-    def _spread(self, job, throttled):
-        """The delay for a throttled message: its own wait, or later when others
-        already wait, one turn of the limit apart, so a backlog of thousands
-        comes back at the limit's pace rather than all together."""
-        per_minute = _limit(job.capacity, throttled.reason)
-        if not per_minute:
-            return throttled.delay
-        now, key = self.monotonic(), (job.localip, job.domain, throttled.reason)
-        turn = max(self._next_free.get(key, 0.0), now + throttled.delay)
-        self._next_free[key] = turn + 60.0 / per_minute
-        if len(self._next_free) > BACKLOG_LIMIT:
-            self._next_free = {k: t for k, t in self._next_free.items() if t > now}
-        return turn - now
 
     def _check_flood(self, settings, text, localip, domain):
         rule = settings.flood_response(text, localip or "", domain)

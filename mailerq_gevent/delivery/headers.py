@@ -1,4 +1,4 @@
-"""The message's ``headers`` property (SPEC §4): change the MIME header before sending.
+"""The message's ``headers`` property (as MailerQ has it): change the MIME header before sending.
 
     "headers": {"remove": ["X-Campaign"],
                 "prepend": {"X-First": "1"},
@@ -14,7 +14,7 @@ before DKIM signing, so the signature covers the result.
 
 A name that is not a header name (RFC 5322 §3.6.8) or a value with a CR, LF
 or NUL (a way to inject headers) is skipped with a warning; the message is
-sent anyway. Values that are not ASCII are sent as they are (UTF-8, for
+sent anyway (the warning names the message's queue id). Values that are not ASCII are sent as they are (UTF-8, for
 SMTPUTF8 servers); long values are folded at spaces.
 """
 
@@ -29,14 +29,15 @@ _NAME = re.compile(r"^[!-9;-~]{1,76}$")       # printable ASCII except ":" (RFC 
 FOLD_AT = 78
 
 
-def apply(mime, changes):
-    """``mime`` (bytes, CRLF) with ``changes`` (the ``headers`` property) applied."""
+def apply(mime, changes, message_id=""):
+    """``mime`` (bytes, CRLF) with ``changes`` (the ``headers`` property) applied;
+    ``message_id`` (the queue id) for the log."""
     if not isinstance(changes, dict) or not changes:
         return mime
     block, rest = header_block.split(mime)
     fields = header_block.fields(block)
-    remove = {name.lower() for name in _names(changes.get("remove"))}
-    replace = _pairs(changes.get("replace"))
+    remove = {name.lower() for name in _names(changes.get("remove"), message_id)}
+    replace = _pairs(changes.get("replace"), message_id)
     replaced = {name.lower() for name, _ in replace}
     kept, placed = [], set()
     for lines in fields:
@@ -49,21 +50,22 @@ def apply(mime, changes):
         if name not in remove:
             kept.append(b"".join(lines))
     kept.extend(_field(n, v) for n, v in replace if n.lower() not in placed)
-    head = [_field(n, v) for n, v in _pairs(changes.get("prepend"))]
-    tail = [_field(n, v) for n, v in _pairs(changes.get("append"))]
+    head = [_field(n, v) for n, v in _pairs(changes.get("prepend"), message_id)]
+    tail = [_field(n, v) for n, v in _pairs(changes.get("append"), message_id)]
     return b"".join(head + kept + tail) + rest
 
 
-def _names(value):
+def _names(value, message_id):
     names = [value] if isinstance(value, str) else list(value or ()) if isinstance(
         value, (list, tuple)) else []
     good = [name for name in names if isinstance(name, str) and _NAME.match(name)]
     if len(good) != len(names):
-        log.warning("delivery.header_skipped", what="remove", count=len(names) - len(good))
+        log.warning("delivery.header_skipped", id=message_id, what="remove",
+                    count=len(names) - len(good))
     return good
 
 
-def _pairs(value):
+def _pairs(value, message_id):
     """``[(name, value)]`` from an object, a list of pairs or of name/value objects."""
     if isinstance(value, dict):
         items = list(value.items())
@@ -75,7 +77,8 @@ def _pairs(value):
         items = []
     good = [(name, str(text)) for name, text in items if _valid(name, text)]
     if len(good) != len(items):
-        log.warning("delivery.header_skipped", what="add", count=len(items) - len(good))
+        log.warning("delivery.header_skipped", id=message_id, what="add",
+                    count=len(items) - len(good))
     return good
 
 

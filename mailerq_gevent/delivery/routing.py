@@ -1,4 +1,4 @@
-"""Where a message goes: the ordered next hops for a recipient domain (SPEC §7).
+"""Where a message goes: the ordered next hops for a recipient domain.
 
 Owns next-hop selection (RFC 5321 §5.1; null MX, RFC 7505), the daemon's DNS
 cache, and the choice of local IP and EHLO name. The first rule that applies:

@@ -1,5 +1,8 @@
 """One outgoing SMTP connection: connect, EHLO, STARTTLS, one message at a time.
 
+This is the SMTP client and nothing else: which connection a message gets,
+and the limits on opening one, are the pool's (``pool.py``).
+
 ``Connection`` wraps ``smtplib.SMTP`` (cooperative under ``gevent.monkey``):
 it binds the local IP (``source_address``), greets with the mtaname, upgrades
 with STARTTLS when the server offers it (``secure``: required, else the
@@ -7,8 +10,8 @@ message is not sent in the clear), and sends one message per ``send`` as
 MAIL / RCPT / DATA, so every reply is known with the step that gave it
 (RFC 5321 §4.2, §3.3). Between messages the connection is reset (RSET).
 
-``send`` never raises for what the remote side does: it returns an
-``Attempt`` (state, code, enhanced status, text) and marks the connection
+``send`` never raises for what the remote side does: it returns a
+``result.Result`` (state, code, enhanced status, text) and marks the connection
 unusable (``broken``) after a network error, a timeout, a 421 or a reply it
 cannot trust. Certificates are not verified (opportunistic TLS, RFC 7435, as
 MTAs do on port 25); ``secure`` only insists that TLS is used.
@@ -22,12 +25,11 @@ import re
 import smtplib
 import socket
 import ssl
-import time
 
 import gevent
 
 from mailerq_gevent import logs
-from mailerq_gevent.mail import status
+from mailerq_gevent.delivery.result import make
 
 log = logs.get(__name__)
 
@@ -36,36 +38,11 @@ COMMAND_TIMEOUT = 300.0     # RFC 5321 §4.5.3.2 suggests minutes; bounded per s
 _DOT_START = re.compile(rb"(?m)^\.")      # dot-stuffing (RFC 5321 §4.5.2)
 
 
-class Attempt:
-    """How far one message got: ``state`` (connect, greeting, ehlo, starttls,
-    mail, rcpt, data), the reply ``code`` (0 when none came), ``status`` (the
-    enhanced code, given or derived) and ``text``."""
-
-    __slots__ = ("state", "code", "status", "text")
-
-    def __init__(self, state, code, text, status=None):
-        self.state, self.code = state, code
-        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-        self.text = " ".join(text.split())
-        self.status = status or _status_of(code, self.text)
-
-    @property
-    def ok(self):
-        return 200 <= self.code < 300
-
-    def __repr__(self):
-        return "<Attempt %s %d %s %s>" % (self.state, self.code, self.status, self.text[:60])
-
-
-def _status_of(code, text):
-    return status.leading(text) or status.for_code(code)
-
-
 def network_error(state, exc):
-    """An Attempt for a connection that failed at ``state`` without a reply."""
+    """The Result of a connection that failed at ``state`` without a reply."""
     what = "timeout" if isinstance(exc, (socket.timeout, gevent.Timeout)) else (
         exc.__class__.__name__)
-    return Attempt(state, 0, "%s: %s" % (what, exc) if str(exc) else what, "4.4.2")
+    return make(state, 0, "%s: %s" % (what, exc) if str(exc) else what, "4.4.2")
 
 
 def _path(address):
@@ -98,8 +75,6 @@ class Connection:
         self.tls = False
         self.sent = 0               # messages sent (accepted or not) on this connection
         self.broken = False
-        self.idle_since = time.monotonic()
-        self.slot = None            # the throttles' connection slot, released at close
         self._state = "connect"
         self.recorder, self.conversation = recorder, None   # live view hook
 
@@ -107,7 +82,7 @@ class Connection:
 
     def open(self):
         """Connect, read the greeting, EHLO, STARTTLS. None when ready, else
-        the Attempt saying why not (the connection is then closed)."""
+        the Result saying why not (the connection is then closed)."""
         if self.recorder is not None:              # live view hook
             self.conversation = self.recorder.begin("out", "%s:%d" % (self.ip, self.port),
                                                     self.localip)
@@ -119,11 +94,11 @@ class Connection:
         try:
             code, text = smtp.connect(self.ip, self.port)
         except smtplib.SMTPConnectError as exc:
-            return self._failed(Attempt("greeting", exc.smtp_code, exc.smtp_error))
+            return self._failed(make("greeting", exc.smtp_code, exc.smtp_error))
         except (OSError, smtplib.SMTPException) as exc:
             return self._failed(network_error("connect", exc))
         if code != 220:
-            return self._failed(Attempt("greeting", code, text))
+            return self._failed(make("greeting", code, text))
         smtp.sock.settimeout(self.timeout)
         return self._hello()
 
@@ -139,7 +114,7 @@ class Connection:
         except (OSError, smtplib.SMTPException) as exc:
             return self._failed(network_error("ehlo" if not self.tls else "starttls", exc))
         if self.secure and not self.tls:
-            return self._failed(Attempt("starttls", 0, "TLS required but not offered", "4.7.5"))
+            return self._failed(make("starttls", 0, "TLS required but not offered", "4.7.5"))
         return None
 
     def _ehlo(self):
@@ -147,12 +122,12 @@ class Connection:
         if code == 250:
             return None
         code, text = self.smtp.helo()
-        return None if code == 250 else Attempt("ehlo", code, text)
+        return None if code == 250 else make("ehlo", code, text)
 
     def _starttls(self):
         code, text = self.smtp.docmd("STARTTLS")
         if code != 220:
-            return Attempt("starttls", code, text) if self.secure else None
+            return make("starttls", code, text) if self.secure else None
         self.smtp.sock = self.tls_context.wrap_socket(self.smtp.sock)
         self.smtp.file = None
         self.smtp.helo_resp = self.smtp.ehlo_resp = None
@@ -160,11 +135,11 @@ class Connection:
         self.tls = True
         return self._ehlo()
 
-    def _failed(self, attempt):
+    def _failed(self, result):
         if self.conversation is not None:          # live view hook
-            self.conversation.note("%s: %s" % (attempt.state, attempt.text))
+            self.conversation.note("%s: %s" % (result.state, result.description))
         self.close(quit=False)
-        return attempt
+        return result
 
     # -- sending -------------------------------------------------------------
 
@@ -173,7 +148,7 @@ class Connection:
 
     def send(self, envelope, recipient, mime, options=(), rcpt_options=()):
         """MAIL (with ``options``), RCPT (with ``rcpt_options``), DATA for one
-        recipient: the Attempt of the step that decided."""
+        recipient: the Result of the step that decided."""
         reset, self.sent = self.sent > 0, self.sent + 1
         smtp = self.smtp
         if "SMTPUTF8" in options:
@@ -185,17 +160,16 @@ class Connection:
         rcpt = "RCPT TO:%s%s" % (_path(recipient), "".join(" " + o for o in rcpt_options))
         try:
             if smtp.has_extn("pipelining") and self.conversation is None:
-                attempt = self._pipelined(reset, mail, rcpt, mime)
+                result = self._pipelined(reset, mail, rcpt, mime)
             else:
-                attempt = (reset and self._reset()) or self._one_by_one(mail, rcpt, mime)
+                result = (reset and self._reset()) or self._one_by_one(mail, rcpt, mime)
         except smtplib.SMTPResponseException as exc:     # data() without a 354
-            attempt = Attempt(self._state, exc.smtp_code, exc.smtp_error)
+            result = make(self._state, exc.smtp_code, exc.smtp_error)
         except (OSError, smtplib.SMTPException) as exc:
-            attempt = network_error(self._state, exc)
-        if attempt.code == 0 or attempt.code == 421:
+            result = network_error(self._state, exc)
+        if result.code == 0 or result.code == 421:
             self.broken = True
-        self.idle_since = time.monotonic()
-        return attempt
+        return result
 
     def _one_by_one(self, mail, rcpt, mime):
         smtp = self.smtp
@@ -203,16 +177,16 @@ class Connection:
         smtp.putcmd(mail)
         code, text = smtp.getreply()
         if code != 250:
-            return Attempt("mail", code, text)
+            return make("mail", code, text)
         self._state = "rcpt"
         smtp.putcmd(rcpt)
         code, text = smtp.getreply()
         if code not in (250, 251):
             self._reset()
-            return Attempt("rcpt", code, text)
+            return make("rcpt", code, text)
         self._state = "data"
         code, text = smtp.data(mime)
-        return Attempt("data", code, text)
+        return make("data", code, text)
 
     def _pipelined(self, reset, mail, rcpt, mime):
         """RFC 2920: [RSET,] MAIL, RCPT and DATA in one write, their replies
@@ -228,23 +202,23 @@ class Connection:
             code, text = smtp.getreply()
             if code != 250:
                 self.broken = True      # the server's state is unknown: not reused
-                return Attempt("mail", code, text)
+                return make("mail", code, text)
         replies = [smtp.getreply() for _ in range(3)]
         (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = replies
         if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
             smtp.send(b".\r\n")       # a server that took DATA anyway: end it empty
             smtp.getreply()
         if mail_code != 250:
-            return Attempt("mail", mail_code, mail_text)
+            return make("mail", mail_code, mail_text)
         if rcpt_code not in (250, 251):
-            return Attempt("rcpt", rcpt_code, rcpt_text)
+            return make("rcpt", rcpt_code, rcpt_text)
         self._state = "data"
         if data_code != 354:
-            return Attempt("data", data_code, data_text)
+            return make("data", data_code, data_text)
         smtp.send(_DOT_START.sub(b"..", mime) + (b"" if mime.endswith(b"\r\n") else b"\r\n")
                   + b".\r\n")
         code, text = smtp.getreply()
-        return Attempt("data", code, text)
+        return make("data", code, text)
 
     def _reset(self):
         try:
@@ -254,7 +228,7 @@ class Connection:
             return network_error("mail", exc)
         if code != 250:
             self.broken = True
-            return Attempt("mail", code, text)
+            return make("mail", code, text)
         return None
 
     @property
@@ -264,9 +238,6 @@ class Connection:
     def close(self, quit=True):
         """QUIT (when ``quit`` and the connection is sound) and close; idempotent."""
         smtp, self.smtp = self.smtp, None
-        if self.slot is not None:
-            self.slot.release()
-            self.slot = None
         if smtp is None:
             return
         if quit and not self.broken and smtp.sock is not None:

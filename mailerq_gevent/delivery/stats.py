@@ -1,4 +1,4 @@
-"""Per-minute delivery counters and their flusher (SPEC §2, §5; seed 001 ``deliveries_*``).
+"""Per-minute delivery counters and their flusher, into MailerQ's ``deliveries_*`` tables.
 
 ``Stats.count(kind, localip, domain, remoteip)`` adds one success, failure or
 retry to the current minute's counters, in memory: for ``deliveries_total``

@@ -1,17 +1,20 @@
-"""The delivery throttles: may this go now, and if not, how long to wait (SPEC §7).
+"""The delivery throttles: may this go now, and if not, how long to wait.
 
 Owns the run-time side of the ``capacity`` and ``flood_responses`` tables:
 messages and new connections per minute as token buckets, concurrent
 connections as counters handed out as slots — the ``domain_*`` limits per
 (local IP, recipient domain), the ``ip_*`` ones per (local IP, remote MX
-address), seed 001's "five new connections per minute to each of those
-servers" — and flood switches: after a reply matching a flood row, the
+address), as MailerQ counts them (``ip_maxconnects`` 5 with four MX
+addresses is five new connections a minute to each of them) — and flood switches: after a reply matching a flood row, the
 (local IP, domain) pair uses that row's capacity for its duration.
 
 Nothing here blocks, so one slow domain never holds up the others: ``admit_*``
 returns 0.0 (admitted, tokens taken) or the seconds until it would be
 (nothing taken; the engine requeues the message with that delay), and
-``open_connection`` a Slot or None. A check of two limits takes from both or
+``open_connection`` a Slot or None. The connection pool (``pool.py``) is
+the only user of the slots. This is the one interface of the throttle
+state, so that it can live elsewhere (shared by several instances) without
+its callers changing. A check of two limits takes from both or
 neither. It all runs in one gevent hub without yielding: no locks, not
 thread-safe.
 
@@ -29,7 +32,6 @@ is an injectable monotonic clock, so tests need no sleeping.
 """
 
 import time
-from dataclasses import dataclass
 
 from mailerq_gevent import logs
 from mailerq_gevent.names import canonical_domain, canonical_ip, host_key
@@ -39,53 +41,10 @@ log = logs.get(__name__)
 BURST_SHARE = 0.01      # default burst: this share of a minute's tokens (at least 1)
 PRUNE_INTERVAL = 60.0   # seconds between the automatic prunes done by admit_*
 _EPSILON = 1e-9         # float slack when comparing token counts
-# unit spelling -> (printed unit, seconds)
-_UNITS = {"s": ("s", 1), "sec": ("s", 1), "second": ("s", 1),
-          "m": ("min", 60), "min": ("min", 60), "minute": ("min", 60),
-          "h": ("h", 3600), "hour": ("h", 3600)}
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A rate spec as a value: ``count`` per ``unit`` (``s``, ``min``, ``h``).
-
-    ``Rate.parse("600/min")``, ``str(rate) == "600/min"``; a count of 0 is
-    unlimited and prints (and parses) as ``unlimited``."""
-
-    count: int
-    unit: str = "min"
-
-    def __post_init__(self):
-        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
-            raise ValueError("rate count %r is not a whole number >= 0" % (self.count,))
-        if _UNITS.get(self.unit, ("",))[0] != self.unit:
-            raise ValueError("rate unit %r is not s, min or h" % (self.unit,))
-
-    @classmethod
-    def parse(cls, text):
-        """``N/unit`` (units: s, sec, second, m, min, minute, h, hour) or ``unlimited``."""
-        spec = str(text).strip().lower()
-        if spec in ("unlimited", "0"):
-            return cls(0)
-        count, slash, unit = spec.partition("/")
-        if not slash or not count.strip().isdigit() or unit.strip() not in _UNITS:
-            raise ValueError("rate %r is not N/s, N/min, N/h or unlimited" % (text,))
-        count = int(count)
-        return cls(count, _UNITS[unit.strip()][0]) if count else cls(0)
-
-    def __str__(self):
-        return "%d/%s" % (self.count, self.unit) if self.count else "unlimited"
-
-    @property
-    def per_minute(self):
-        return self.count * 60.0 / _UNITS[self.unit][1]
 
 
 def _per_minute(rate):
-    """Tokens per minute from a number, a Rate or a rate spec string."""
-    if isinstance(rate, str):
-        rate = Rate.parse(rate)
-    value = rate.per_minute if isinstance(rate, Rate) else float(rate)
+    value = float(rate)
     if not value >= 0:
         raise ValueError("rate %r is negative" % (rate,))
     return value
@@ -94,8 +53,7 @@ def _per_minute(rate):
 class TokenBucket:
     """``per_minute`` tokens a minute, refilled continuously, at most ``burst``
     held (default: ``BURST_SHARE`` of a minute's worth, at least 1); starts
-    full. ``per_minute`` 0 is unlimited. ``per_minute`` may also be a Rate or
-    a spec such as ``"10/s"``."""
+    full. ``per_minute`` 0 is unlimited."""
 
     __slots__ = ("_clock", "_fixed_burst", "per_minute", "burst", "_rate", "_tokens", "_stamp")
 
@@ -284,16 +242,6 @@ class Throttles:
         for key in keys:
             self._open[key] = self._open.get(key, 0) + 1
         return Slot(self, keys)
-
-    def open_count(self, localip, domain=None, remote_ip=None):
-        """Open connections from ``localip`` to ``domain``, or to ``remote_ip``
-        (give exactly one of the two)."""
-        if (domain is None) == (remote_ip is None):
-            raise TypeError("give either domain or remote_ip")
-        local = canonical_ip(localip) or ""
-        key = (("domain", local, canonical_domain(domain)) if domain is not None
-               else ("ip", local, host_key(remote_ip)))
-        return self._open.get(key, 0)
 
     def _close(self, key):
         count = self._open.get(key, 0) - 1

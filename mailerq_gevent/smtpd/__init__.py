@@ -1,6 +1,7 @@
 """The SMTP injection server (MailerQ's built-in SMTP server; RFC 5321).
 
     server.py      listeners, connection limits, who may connect / relay, greeting names
+    listener.py    accepting: a gevent StreamServer per port, session greenlets reused
     session.py     one session: the state machine, a method per verb
     wire.py        reading lines and DATA within limits and deadlines; STARTTLS
     paths.py       MAIL/RCPT paths and parameters (addresses: ``mail/addresses.py``)

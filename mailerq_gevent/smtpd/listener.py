@@ -1,29 +1,43 @@
-"""Accepting SMTP connections: an io watcher per listening socket, and session
-greenlets that are used again.
+"""Accepting SMTP connections: gevent's ``StreamServer``, one per listening
+port, all of them handing their connections to one pool of runner greenlets
+that are used again from one connection to the next.
 
-``gevent.server.StreamServer`` makes a new ``Greenlet`` for every connection
-and starts it on the next turn of the loop: a Greenlet object and its links,
-a pool entry, and under Python 3.11 a fresh 16 KB frame stack (mmap, page
-faults, munmap). With one connection per message that was about a fifth of
-what the server itself spends on a connection (``bench/inject.py``, reconnect
-mode). Here the hub's io callback accepts up to ``MAX_ACCEPT`` connections at
-a time and switches each straight into an idle runner greenlet, which calls
-``handle(sock, address)`` and then waits for the next connection. Up to
-``MAX_IDLE`` runners are kept idle; past that a runner ends with its session.
+``Listener`` is a ``StreamServer`` with the product's accept policy:
+``max_accept`` connections taken per readiness of the listening socket; a
+client that went away before we accepted it (``ECONNABORTED``, ``EPROTO``…)
+is skipped; running out of descriptors or memory (``EMFILE`` / ``ENFILE`` /
+``ENOBUFS`` / ``ENOMEM``) goes to StreamServer's own accept-error backoff,
+which stops accepting for ``min_delay`` (0.1 s, doubling up to 1 s) so the
+loop does not spin while the process is out of descriptors, then resumes.
 
-Failures to accept: ``EMFILE`` / ``ENFILE`` / ``ENOBUFS`` / ``ENOMEM`` pause
-accepting (0.1 s, doubling to 1 s) so the loop does not spin while the
-process is out of descriptors; a client that went away before we accepted
-it (``ECONNABORTED``, ``EPROTO``…) is skipped.
+``Runners`` is what the servers' ``spawn`` argument is given (a callable, like
+``gevent.spawn_raw``: the servers never refuse to accept, since a client past
+``smtp-connections-in`` is answered ``421`` by the session handler, and a
+pool object would need gevent's private ``Pool._semaphore``). StreamServer's
+default spawn makes a new ``Greenlet`` for every connection and starts it on
+the next turn of the loop: a Greenlet object and its links, and under Python
+3.11 a fresh 16 KB frame stack (mmap, page faults, munmap). ``Runners.spawn``
+switches the accepted connection straight into an idle runner greenlet,
+which runs it and then waits for the next one; up to ``max_idle`` runners are
+kept idle, past that a runner ends with its session. Measured with one
+connection per message (the daemon's CPU per message, medians of 5
+interleaved runs of 10,000 2 KB messages over 20 sessions to the embedded
+queue, bench/smtpload.py against ``bench/inject.py``'s daemon, under ``flock
+-x /tmp/mq-bench.lock``): 256 us with ``Runners``, 301 us with the default
+spawn; the accept watcher of our own that this replaced was 246 us in the
+same runs (callgrind: StreamServer's accept path, ``_do_read`` / ``do_handle``
+/ closing the socket after the handler, is about 9,000 instructions, 2-3 us,
+more per connection).
 """
 
 import errno
+import functools
 import socket
 
 import gevent
 import greenlet
-from gevent import socket as gsocket
 from gevent.event import Event
+from gevent.server import StreamServer
 
 from mailerq_gevent import logs
 
@@ -35,13 +49,44 @@ PAUSE_MIN, PAUSE_MAX = 0.1, 1.0
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
-class Runners:
-    """The greenlets running sessions: ``run(*args)`` (from the hub) calls
-    ``handle(*args)`` in one; ``busy`` while a session runs, ``join`` / ``kill``
-    for stopping."""
+class Listener(StreamServer):
+    """One listening socket; each connection goes to ``handle(sock, address,
+    secure)`` in a runner of ``runners``. ``secure``: the port speaks TLS from
+    the first byte (the handler wraps the socket; StreamServer's own TLS
+    wrapping would do the handshake before the session's timeout applies)."""
 
-    def __init__(self, handle):
-        self._handle = handle
+    max_accept = MAX_ACCEPT
+    min_delay, max_delay = PAUSE_MIN, PAUSE_MAX
+
+    def __init__(self, sock, handle, runners, secure=False):
+        # accepted sockets inherit it (Linux): replies are buffered and flushed
+        # once per pipelined group, so Nagle would only delay them
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.secure = secure
+        super().__init__(sock, handle=functools.partial(handle, secure=secure),
+                         spawn=runners.spawn)
+
+    def do_read(self):
+        """The next connection, or None when none is waiting."""
+        while True:
+            try:
+                return super().do_read()
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    log.error("smtp.accept_paused", error=errno.errorcode.get(exc.errno, exc.errno),
+                              seconds=self.delay)
+                    raise                   # StreamServer pauses accepting for self.delay
+                if self.is_fatal_error(exc):
+                    raise
+                # the client gave up before we took it: take the next one
+
+
+class Runners:
+    """The greenlets running sessions, for ``StreamServer(spawn=runners.spawn)``;
+    ``busy`` while a session runs, ``join`` / ``kill`` / ``close`` for stopping."""
+
+    def __init__(self, *, max_idle=MAX_IDLE):
+        self.max_idle = max_idle
         self._hub = gevent.get_hub()
         self._idle = []
         self.busy = set()
@@ -51,35 +96,38 @@ class Runners:
     def __len__(self):
         return len(self.busy)
 
-    def run(self, *args):
-        """Run ``handle(*args)`` (two arguments or more) in a runner; call from
-        the hub (an io callback): returns when the session first waits."""
+    def spawn(self, func, *args):
+        """Run ``func(*args)`` in a runner; call from the hub (StreamServer's
+        accept callback): returns when the session first waits."""
         runner = self._idle.pop() if self._idle else greenlet.greenlet(self._loop, self._hub)
         self.busy.add(runner)
-        runner.switch(*args)
+        runner.switch(func, args)
 
-    def _loop(self, *args):
+    def _loop(self, func, args):
         me = greenlet.getcurrent()
         while True:
             try:
-                self._handle(*args)
+                func(*args)
             except greenlet.GreenletExit:
                 pass
             except BaseException:  # noqa: BLE001 - one session's surprise must not end the hub
                 log.exception("smtp.session_crashed")
             finally:
-                self.busy.discard(me)
-                if not self.busy and self._emptied is not None:
-                    self._emptied.set()
-            if self._closed or len(self._idle) >= MAX_IDLE:
+                self._done(me)
+            if self._closed or len(self._idle) >= self.max_idle:
                 return
             self._idle.append(me)
             try:
-                args = self._hub.switch()
+                func, args = self._hub.switch()
             except BaseException:  # noqa: BLE001 - a kill that came late, or close(): end
                 if me in self._idle:
                     self._idle.remove(me)
                 return
+
+    def _done(self, runner):
+        self.busy.discard(runner)
+        if not self.busy and self._emptied is not None:
+            self._emptied.set()
 
     def join(self, timeout=None):
         """Wait until no session runs (or ``timeout``); True when none does."""
@@ -96,10 +144,10 @@ class Runners:
         still runs a session then (and ``still()`` is true, when given)."""
         self._hub.loop.run_callback(_throw, runner, self.busy, exception, still)
 
-    def kill(self, exception=greenlet.GreenletExit, timeout=None):
-        """Raise ``exception`` in every running session, then wait for them."""
+    def kill(self, timeout=None):
+        """End every running session (``GreenletExit``), then wait for them."""
         for runner in list(self.busy):
-            self.throw(runner, exception)
+            self.throw(runner, greenlet.GreenletExit)
         return self.join(timeout)
 
     def close(self):
@@ -114,63 +162,3 @@ def _throw(runner, busy, exception, still):
     # it may have finished, or moved on, since the kill was asked
     if runner in busy and (still is None or still()):
         runner.throw(exception)
-
-
-class Listener:
-    """Accepts on one listening socket and hands each connection to ``runners``
-    (``handle(sock, address, secure)``)."""
-
-    def __init__(self, sock, runners, secure=False):
-        self.socket, self.runners, self.secure = sock, runners, secure
-        # accepted sockets inherit it (Linux): replies are buffered and flushed
-        # once per pipelined group, so Nagle would only delay them
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._raw = getattr(sock, "_sock", sock)
-        self._family, self._type, self._proto = sock.family, sock.type, sock.proto
-        self._watcher = None
-        self._pause = PAUSE_MIN
-        self._resume_timer = None
-
-    def start(self):
-        self._watcher = gevent.get_hub().loop.io(self.socket.fileno(), 1)
-        self._watcher.start(self._accept)
-
-    def close(self):
-        for watcher in (self._watcher, self._resume_timer):
-            if watcher is not None:
-                watcher.stop()
-                watcher.close()
-        self._watcher = self._resume_timer = None
-        self.socket.close()
-
-    def _accept(self):
-        for _ in range(MAX_ACCEPT):
-            try:
-                fd, address = self._raw._accept()
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno in _OUT_OF_RESOURCES:
-                    self._pause_accepting(exc)
-                    return
-                continue            # the client gave up before we took it
-            sock = gsocket.socket(self._family, self._type, self._proto, fileno=fd)
-            self.runners.run(sock, address, self.secure)
-            if self._watcher is None:       # closed meanwhile (a session stopped us)
-                return
-        self._pause = PAUSE_MIN
-
-    def _pause_accepting(self, exc):
-        log.error("smtp.accept_paused", error=errno.errorcode.get(exc.errno, exc.errno),
-                  seconds=self._pause)
-        self._watcher.stop()
-        loop = gevent.get_hub().loop
-        self._resume_timer = loop.timer(self._pause)
-        self._resume_timer.start(self._resume)
-        self._pause = min(self._pause * 2, PAUSE_MAX)
-
-    def _resume(self):
-        self._resume_timer.close()
-        self._resume_timer = None
-        if self._watcher is not None:
-            self._watcher.start(self._accept)

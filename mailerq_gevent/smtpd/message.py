@@ -1,13 +1,16 @@
-"""From an accepted SMTP transaction to the queued JSON messages (SPEC §4, seed 002).
+"""From an accepted SMTP transaction to the queued JSON messages (``mailerq_gevent/message.py``).
 
 ``build(transaction, content, conf, snapshot)`` returns ``(queue, body)``
 pairs, one per recipient, for ``Publisher.publish_many``:
 
+* each recipient's message carries the transaction's queue id (``id``: the
+  one in the ``smtp.queued`` log line and the ``250 ... queued as`` reply);
+
 * a ``Received:`` trace header is put in front (RFC 5321 §4.4; the protocol
   name per RFC 3848: ESMTP, ESMTPS, ESMTPA, ESMTPSA);
-* with ``smtp-extract`` on, every ``x-mq-*`` header becomes a JSON property
-  and leaves the MIME (``mail/headers.py`` for the header block, ``extract`` below
-  for the names);
+* with ``smtp-extract`` on (MailerQ's), every ``x-mq-*`` header becomes a
+  JSON property and leaves the MIME (``mail/headers.py`` for the header
+  block, ``message.set_from_text`` for what each value means);
 * the outgoing IP: ``x-mq-ip``, else the address the client connected to when
   it is mappable (in ``smtp-mappable-ips``, or that list is empty, and not in
   ``smtp-unmappable-ips``), else ``smtp-defaultips``; none of them: no ``ips``
@@ -22,14 +25,13 @@ The MIME is carried as a JSON string: bytes that are not UTF-8 are kept with
 same bytes). It is encoded once and spliced into each recipient's JSON.
 """
 
-import calendar
 import email.utils
 import functools
 import ipaddress
 from datetime import datetime, timezone
 
+from mailerq_gevent import message as queued_message
 from mailerq_gevent.broker import codec
-from mailerq_gevent.config_values import count
 from mailerq_gevent.mail import headers
 
 PREFIX = b"x-mq-"
@@ -64,6 +66,7 @@ def build(tx, content, conf, snapshot, checks=None):
     if conf.smtp_extract:
         found, content = headers.remove(content, PREFIX)
         properties = extract(found)
+        properties.pop("id", None)          # the queue id is the transaction's
     ips = properties.get("ips") or (tx.ips if tx.ips is not None else
                                     outgoing_ips(tx.local_ip, conf))
     properties.pop("ips", None)
@@ -100,7 +103,7 @@ class _Mimes:
 
 
 def _message(tx, path, params, properties):
-    message = {"envelope": tx.sender, "recipient": path.address}
+    message = {"id": tx.queue_id, "envelope": tx.sender, "recipient": path.address}
     message.update(properties)
     dsn = _dsn(tx.mail_params, params)
     dsn.update(message.get("dsn") or {})
@@ -181,61 +184,12 @@ def mappable(ip, conf):
 
 # -- x-mq-* headers -> JSON properties ------------------------------------------
 
-QUEUE_NAMES = ("results", "success", "failure", "retry")
-DSN_NAMES = {"dsn-notify": "notify", "dsn-ret": "ret", "dsn-envid": "envid",
-             "dsn-orcpt": "orcpt"}
-
-
 def extract(found):
     """``[("x-mq-name", value)]`` -> the JSON properties they stand for."""
     properties = {}
     for name, value in found:
-        key = name[len(PREFIX):].lower()
         try:
-            _apply(properties, key, value.strip())
+            queued_message.set_from_text(properties, name[len(PREFIX):].lower(), value.strip())
         except ValueError as exc:
             raise BadHeader("bad value in the %s header: %s" % (name, exc)) from None
     return properties
-
-
-def _apply(properties, key, value):
-    if key == "ip":
-        properties["ips"] = [str(ipaddress.ip_address(ip)) for ip in _items(value)]
-    elif key in ("tag", "tags"):
-        properties.setdefault("tags", []).extend(_items(value))
-    elif key in ("delayed", "nextattempt"):
-        properties["nextattempt"] = parse_time(value)
-    elif key == "maxdelivertime":
-        properties[key] = int(value) if value.isdigit() else parse_time(value)
-    elif key == "maxattempts":
-        properties[key] = count(value)
-    elif key == "retries":
-        properties[key] = [count(item) for item in _items(value)]
-    elif key in QUEUE_NAMES:
-        properties.setdefault("queues", {})[key] = value or None
-    elif key in DSN_NAMES:
-        properties.setdefault("dsn", {})[DSN_NAMES[key]] = value
-    else:
-        properties[key] = value
-
-
-def _items(value):
-    return [item for item in value.replace(";", ",").replace(" ", ",").split(",") if item]
-
-
-def parse_time(text):
-    """Seconds since the epoch from a number, ISO 8601 (UTC unless it says) or an RFC 5322 date."""
-    try:
-        return int(float(text))
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            raise ValueError("%r is not a time" % text) from None
-    if moment.tzinfo is None:
-        return calendar.timegm(moment.timetuple())
-    return int(moment.timestamp())

@@ -25,18 +25,10 @@ class Reply:
 
     __hash__ = None
 
-    @property
-    def positive(self):
-        return self.code < 400
-
     def format(self, **fields):
         """A copy with ``{name}`` fields of the text (and enhanced code) filled in."""
         return Reply(self.code, self.enhanced.format(**fields), self.text.format(**fields),
                      self.close)
-
-    def closing(self):
-        """A copy after which the session closes the connection."""
-        return Reply(self.code, self.enhanced, self.text, close=True)
 
     def encode(self):
         """The reply as sent (made once per Reply: the canned ones are reused)."""

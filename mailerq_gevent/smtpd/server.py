@@ -1,13 +1,14 @@
-"""The SMTP listeners (seed 002): every ``smtp-port`` and ``smtp-secure-port``.
+"""The SMTP server: every ``smtp-port`` and ``smtp-secure-port``.
 
-One listening socket per port (``listener.Listener``), on ``smtp-ip`` or,
-when that is empty, on every address (IPv6 and IPv4 through one dual-stack
-socket where the host has IPv6). Ports on ``smtp-secure-port`` speak TLS from
-the first byte. Each connection is one greenlet (reused from one connection
-to the next, ``listener.Runners``) running a ``Session``; it must first
-get an inbound slot of the ``ConnectionBudget`` (``smtp-connections``,
-``smtp-connections-in``), and a client that finds the server full gets
-``421`` at once while the sessions already open carry on.
+One gevent ``StreamServer`` per listening port (``listener.Listener``), on
+``smtp-ip`` or, when that is empty, on every address (IPv6 and IPv4 through
+one dual-stack socket where the host has IPv6), all sharing one pool of
+session greenlets (``listener.Runners``: a greenlet is used again from one
+connection to the next). Ports on ``smtp-secure-port`` speak TLS from the
+first byte. A connection runs a ``Session`` once it has an inbound slot of
+the ``ConnectionBudget`` (``smtp-connections``, ``smtp-connections-in``); a
+client that finds the server full gets ``421`` at once while the sessions
+already open carry on.
 
 Besides the sessions, this is where the policy of who may do what lives:
 ``allowed`` (``smtp-range``), ``relay_check`` (``smtp-auth`` and the local
@@ -50,38 +51,37 @@ class SMTPServer:
         self.checks = checks if checks is not None and checks.enabled else None
         self.recorder = recorder    # live view hook: sessions ask it once each
         self.protection = FailedLogins(enabled=conf.smtp_protection)
-        self.greet_wait = 0.0
         self.stopping = False
         self._open = {}             # greenlet -> its Session
         self.auth_failure_delay = AUTH_FAILURE_DELAY
-        self._servers = []          # (Listener, secure)
+        self._servers = []          # listener.Listener, one per port
         self._listeners = listeners
-        self._sessions = Runners(self._handle)
+        self._sessions = Runners()
         self._names = {}
         self._ips = {}              # local address -> outgoing ips (the server's are few)
 
     @property
     def addresses(self):
         """``[(host, port, secure)]`` actually listened on (port 0 becomes a real port)."""
-        return [(srv.socket.getsockname()[0], srv.socket.getsockname()[1], secure)
-                for srv, secure in self._servers]
+        return [(srv.server_host, srv.server_port, srv.secure) for srv in self._servers]
 
     def start(self):
         if self.conf.smtp_secure_port and self.tls_context is None:
             raise ValueError("smtp-secure-port needs TLS")
         for listener, secure in self._listeners or listen_all(self.conf):
-            server = Listener(listener, self._sessions, secure)
+            server = Listener(listener, self._handle, self._sessions, secure)
             server.start()
-            self._servers.append((server, secure))
-            log.info("smtp.listening", address=listener.getsockname()[0],
-                     port=listener.getsockname()[1], tls="implicit" if secure else "starttls")
+            self._servers.append(server)
+        for host, port, secure in self.addresses:
+            log.info("smtp.listening", address=host, port=port,
+                     tls="implicit" if secure else "starttls")
 
     def stop(self, timeout=30.0):
         """Stop listening; sessions waiting for a command get 421 now (nothing
         they sent was accepted yet, so they will try again), a message being
         received or queued may finish within ``timeout``; what is left then is cut."""
         self.stopping = True
-        for server, _ in self._servers:
+        for server in self._servers:
             server.close()
         self._servers = []
         for runner, session in list(self._open.items()):
@@ -99,7 +99,8 @@ class SMTPServer:
 
     # -- connections ----------------------------------------------------------
 
-    def _handle(self, sock, address, secure=False):
+    def _handle(self, sock, address, secure):
+        """One connection (the listener closes ``sock`` after it)."""
         if not self.budget.try_inbound():
             _refuse(sock)
             return
@@ -183,8 +184,6 @@ def _refuse(sock):
         sock.sendall(reply.TOO_MANY_CONNECTIONS.encode())
     except OSError:
         pass
-    finally:
-        sock.close()
 
 
 def _reverse_name(ip):

@@ -104,8 +104,6 @@ class Session:
             return reply.ACCESS_DENIED.format(ip=self.peer_ip)
         if self.server.protection.blocked(self.peer_ip):
             return reply.BLOCKED
-        if self.server.greet_wait:
-            gevent.sleep(self.server.greet_wait)
         if self.wire.buffered():
             log.info("smtp.sync_error", client=self.peer_ip, stage="before greeting")
             return reply.SYNC_ERROR
