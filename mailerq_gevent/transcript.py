@@ -1,11 +1,11 @@
 """The live view's tee: what an SMTP connection's bytes say, told to a recorder.
 
 The inbound ``smtpd.wire.Wire`` and the outgoing ``delivery.sender.Connection``
-each hold a *tap*, and tell it every chunk they read (``received``) and write
-(``sent``), a ``note`` when something happens that is not on the wire (a
-refused connection), and ``end``. Nobody watching costs one call of
-``NULL_TAP``'s empty methods per read or write: the protocol code does not
-change when it is watched (pipelining stays on, replies still go out in one
+(through ``TeeSocket``, the socket under smtplib) each hold a *tap*, and tell
+it every chunk they read (``received``) and write (``sent``), a ``note`` when
+something happens that is not on the wire (a refused connection), and ``end``.
+Nobody watching costs one call of ``NULL_TAP``'s empty methods per read or
+write: the protocol code does not change when it is watched (pipelining stays on, replies still go out in one
 write per group).
 
 ``Transcript`` is the tap of a recorded connection. It splits the two byte
@@ -28,6 +28,7 @@ scanned for the end of the data.
 """
 
 import collections
+import io
 import re
 
 SECRET = "****"
@@ -58,6 +59,53 @@ class NullTap:
 
 
 NULL_TAP = NullTap()
+
+
+class TeeSocket:
+    """A connected socket whose every write and read is told to ``tap`` first
+    (``sendall``, ``send``, ``recv``, and the files of ``makefile``, as
+    smtplib reads replies); anything else is the socket's own. ``raw`` is the
+    socket itself, for a TLS layer to wrap."""
+
+    def __init__(self, raw, tap):
+        self.raw, self.tap = raw, tap
+
+    def sendall(self, data):
+        self.tap.sent(bytes(data))
+        return self.raw.sendall(data)
+
+    def send(self, data):
+        sent = self.raw.send(data)
+        self.tap.sent(bytes(data[:sent]))
+        return sent
+
+    def recv(self, size):
+        data = self.raw.recv(size)
+        self.tap.received(data)
+        return data
+
+    def makefile(self, mode="rb", *args, **kwargs):
+        if mode != "rb":
+            raise ValueError("a teed socket reads as binary only")
+        return io.BufferedReader(_TeeReader(self))
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+
+class _TeeReader(io.RawIOBase):
+    def __init__(self, tee):
+        super().__init__()
+        self.tee = tee
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        count = self.tee.raw.recv_into(buffer)
+        if count:
+            self.tee.tap.received(bytes(buffer[:count]))
+        return count
 
 
 class Transcript:

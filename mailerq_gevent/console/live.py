@@ -54,7 +54,7 @@ class TooManyStreams(Exception):
 
 
 class Conversation:
-    """One SMTP connection's dialogue; its methods are the hooks."""
+    """One SMTP connection's dialogue; what a Transcript (or a worker's notices) tells it."""
 
     def __init__(self, recorder, number, direction, peer, local, started):
         self.recorder, self.id = recorder, number
@@ -84,14 +84,10 @@ class Conversation:
         self._secret_next = False
         self._add("client", SECRET)
 
-    def server(self, reply, code=None):
-        """A reply: a ``Reply``, its wire bytes, or smtplib's ``(code, text)`` as ``code=``."""
-        if code is not None:
-            text = _wire_reply(code, as_text(reply))
-        else:
-            text = as_text(reply.encode() if hasattr(reply, "code") else reply)
-            code = int(text[:3]) if text[:3].isdigit() else 0
-        self._secret_next = code == 334
+    def server(self, reply):
+        """A whole reply, as it went over the wire (all its lines)."""
+        text = as_text(reply)
+        self._secret_next = text[:3] == "334"
         self._add("server", text)
 
     def note(self, text):
@@ -312,17 +308,10 @@ class Recorder:
             _, old = self._conversations.popitem(last=False)
             self.kept_bytes -= sum(len(message.mime) for message in old.messages)
             old.messages = []
-            old.ended = old.ended or self.clock()   # its hooks do nothing from now on
+            old.ended = old.ended or self.clock()   # what it is told is dropped from now on
 
 
 # -- helpers ---------------------------------------------------------------------
-
-def _wire_reply(code, text):
-    """smtplib's ``(code, text)`` back into reply lines as they were sent."""
-    lines = text.split("\n") or [""]
-    return "\n".join("%d%s%s" % (code, " " if n == len(lines) - 1 else "-", line)
-                     for n, line in enumerate(lines))
-
 
 def _line_json(n, entry):
     seconds, kind, text, message = entry

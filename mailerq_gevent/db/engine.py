@@ -1,7 +1,7 @@
 """``make_engine(url)``: the config's ``database`` URL -> an SQLAlchemy Engine.
 
-Schemes (the MySQL, MariaDB, PostgreSQL and SQLite that MailerQ supports): ``sqlite:///path`` (SQLAlchemy's rule: three slashes then
-the path, so ``sqlite:///var/db.sqlite`` is relative to the working directory
+Schemes (the databases MailerQ supports): ``sqlite:///path`` (SQLAlchemy's
+rule: three slashes then the path, so ``sqlite:///var/db.sqlite`` is relative to the working directory
 and ``sqlite:////abs/db.sqlite`` absolute), ``postgresql://`` or
 ``postgres://``, ``mysql://`` or ``mariadb://``. A ``+driver`` in the URL is
 replaced by ours, because only these drivers are cooperative under gevent:

@@ -84,7 +84,8 @@ def main(argv=None):
 
 
 def _watch(recorder, index, watched):
-    """Somebody started (or stopped) watching the live view: send every session (or one a second)."""
+    """Somebody started (or stopped) watching the live view: send every session
+    (or one a second)."""
     recorder.watched = watched
     log.info("smtp.live_watched", index=index, watched=watched)
 
