@@ -118,7 +118,7 @@ class App:
         authenticator = authn.from_spec(conf.smtp_auth)    # checks the spec here, at start
         if conf.smtp_threads > 1:
             pool = WorkerPool(conf, conf.smtp_threads, var_dir=VAR_DIR,
-                              on_commit=self.queue.committed_elsewhere)
+                              on_commit=self.queue.committed_elsewhere, recorder=self.recorder)
             self.reloader.subscribe(pool.settings_changed)
             return pool
         return SMTPServer(conf, self.broker, lambda: self.reloader.current, self.budget,

@@ -1,6 +1,6 @@
 """The config file: parse, validate, defaults, and the frozen ``Config`` value.
 
-MailerQ's syntax (SPEC §3): one ``name: value`` a line, ``#`` starts a comment
+MailerQ's config file syntax: one ``name: value`` a line, ``#`` starts a comment
 line, blank lines are ignored. Every key is listed in ``KEYS`` with its parser
 (``config_values``) and its default; ``conf/mailerq.conf.example`` documents
 each one (a test checks that the example parses to exactly these defaults).
@@ -19,10 +19,10 @@ DEFAULT_PATH = "conf/mailerq.conf"
 # name -> (parser, default text). The default is written as it would be in the
 # file and parsed like any other value, so defaults and the example agree.
 KEYS = {
-    # database (seeds 000/001)
+    # database (MailerQ's configuration database)
     "database": (v.url(v.DATABASE_SCHEMES), "sqlite:///var/mailerq.sqlite"),
     "database-ttl": (v.duration, "600"),
-    # SMTP server (seed 002)
+    # SMTP server (MailerQ's built-in SMTP server settings)
     "smtp-port": (v.port_list, "25"),
     "smtp-secure-port": (v.port_list, ""),
     "smtp-ip": (v.ip_address, ""),
@@ -50,7 +50,7 @@ KEYS = {
     "smtp-mappable-ips": (v.cidr_list, ""),
     "smtp-unmappable-ips": (v.cidr_list, "127.0.0.0/8;::1"),
     "smtp-hostname": (v.hostname, ""),
-    # management console (seed 003)
+    # management console (MailerQ's www-* settings)
     "www-port": (v.port, "8485"),
     "www-ip": (v.ip_address, ""),
     "www-dir": (v.text, ""),
@@ -65,7 +65,7 @@ KEYS = {
     "www-url": (v.url(("http", "https"), optional=True), ""),
     "www-cache-control": (v.text, "max-age=3600, must-revalidate"),
     "render-useragent": (v.text, ""),
-    # queues (SPEC §4)
+    # queues (MailerQ's rabbitmq-* settings; an empty name disables one)
     "rabbitmq-address": (v.url(v.QUEUE_SCHEMES), "sqlite:///var/queue.sqlite"),
     "rabbitmq-exchange": (v.text, ""),
     "rabbitmq-inbox": (v.text, "inbox"),

@@ -203,7 +203,7 @@ def url(schemes, optional=False):
 
 
 def auth_spec(raw):
-    """An authentication scheme (SPEC §8): checked for a known scheme only."""
+    """An authentication scheme (``smtp-auth``, ``www-auth``): checked for a known scheme only."""
     return url(AUTH_SCHEMES, optional=True)(raw)
 
 

@@ -1,7 +1,7 @@
 """The pattern types of the ``type`` columns: ``regex``, ``fnmatch``, ``substr``, ``exact``.
 
 Used by ``locals`` (addresses), ``dkim_patterns`` (From addresses) and
-``flood_responses`` (reply texts); seed 000 names the four types. All four
+``flood_responses`` (reply texts); MailerQ names the four types. All four
 are case-insensitive, because addresses, domains and reply texts are:
 
 - ``regex``    Python ``re`` syntax, *searched* (unanchored, like POSIX

@@ -1,4 +1,4 @@
-"""The in-memory snapshot of the configuration tables, and its reloader (SPEC §2, §5).
+"""The in-memory snapshot of the configuration tables, and its reloader.
 
 ``Settings`` is one frozen value built from the rows of ``capacity``,
 ``flood_responses``, ``dkim_keys``, ``dkim_patterns``, ``locals``,
@@ -46,7 +46,7 @@ class Capacity:
     """Delivery limits for one (local IP, domain) pair; 0 means unlimited.
 
     Rates are per minute; ``connection_maxidletime`` is in milliseconds;
-    ``secure`` asks for STARTTLS (SPEC §7)."""
+    ``secure`` requires STARTTLS: the message is not sent in the clear."""
 
     domain_maxmessages: int = 0
     domain_maxconnects: int = 0
@@ -160,8 +160,8 @@ class Settings:
                 "dns": sum(len(targets) for targets in self.dns_rows.values())}
 
     def capacity(self, localip, domain):
-        """The limits for mail from ``localip`` to ``domain`` (seed 000: the
-        most specific row wins; -1 falls back per column)."""
+        """The limits for mail from ``localip`` to ``domain`` (MailerQ's
+        rule: the most specific row wins; -1 falls back per column)."""
         return resolve_capacity(self._capacity_chain(localip, domain))
 
     def _capacity_chain(self, localip, domain):

@@ -21,7 +21,7 @@ Public API::
 
 Keys, in order (``keys_for``): the keys of every matching ``dkim_patterns``
 row; when no pattern matches, the ``dkim_keys`` rows whose domain is the From
-domain; then the message's own keys (SPEC §4 ``dkim``: one object or a list
+domain; then the message's own keys (its ``dkim`` property: one object or a list
 of ``{"domain", "selector", "key", "algorithm"?, "expire"?, "headers"?}``).
 A (domain, selector) pair signs once, the first key wins: one DNS record can
 hold only one public key. A broken key (bad fields, a PEM that does not parse,

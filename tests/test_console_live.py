@@ -15,7 +15,7 @@ from mailerq_gevent.console import render
 from mailerq_gevent.console.live import SECRET, Recorder
 from mailerq_gevent.delivery.sender import Connection
 from tests.delivery_support import MIME, World
-from tests.smtp_sink import free_port
+from tests.smtp_sink import SmtpSink, free_port
 from tests.smtp_support import Raw, message
 from tests.waiting import wait_until
 
@@ -231,12 +231,35 @@ def test_an_outgoing_conversation_is_recorded_through_the_engine(tmp_path):
     assert conversation.peer == "127.0.0.1:%d" % world.sink.port
     assert texts[:2] == ["220 sink.test ESMTP sink", "ehlo mta.test"]
     assert texts[2].startswith("250-sink.test\n250-8BITMIME")
-    assert "MAIL FROM:<sender@origin.test>" in texts and "RCPT TO:<rcpt@example.test>" in texts
-    assert texts[texts.index("data") + 1] == "354 go ahead"
+    # recorded, the connection still pipelines (RFC 2920): the three commands, then their replies
+    start = texts.index("MAIL FROM:<sender@origin.test>")
+    assert texts[start:start + 3] == ["MAIL FROM:<sender@origin.test>",
+                                      "RCPT TO:<rcpt@example.test>", "DATA"]
+    assert [text[:3] for text in texts[start + 3:start + 6]] == ["250", "250", "354"]
+    assert texts[start + 5] == "354 go ahead"
     assert texts[-2:] == ["quit", "221 2.0.0 bye"] and conversation.ended
     [sent] = conversation.messages
     assert sent.mime.startswith(MIME[:40]) and sent.sender == "sender@origin.test"
     assert sent.recipients == ["rcpt@example.test"]
+
+
+def test_an_outgoing_conversation_over_starttls_is_recorded_in_clear(tmp_path):
+    from mailerq_gevent import certificates
+    sink = SmtpSink(tls=certificates.server_context("", "", var_dir=str(tmp_path))).start()
+    recorder = Recorder()
+    recorder.subscribe()
+    world = World(tmp_path, sink=sink, recorder=recorder).start()
+    try:
+        world.inject()
+        assert sink.wait_for(1)
+        wait_until(lambda: recorder.recent() and recorder.recent()[0].messages)
+    finally:
+        world.stop()
+    [conversation] = recorder.recent()
+    texts = [text for _, _, text, _ in conversation.lines]
+    assert "STARTTLS" in texts and sink.messages[0].tls
+    assert texts.index("RCPT TO:<rcpt@example.test>") > texts.index("STARTTLS")
+    assert conversation.messages[0].mime.startswith(MIME[:40])
 
 
 def test_a_refused_connection_is_recorded_with_why():

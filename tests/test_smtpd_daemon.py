@@ -14,6 +14,7 @@ from mailerq_gevent.broker.storage import list_messages
 from tests.daemon_support import write_config
 from tests.smtp_sink import free_port
 from tests.smtp_support import message
+from tests.waiting import wait_until
 
 
 def start(tmp_path, daemon):
@@ -73,8 +74,11 @@ def start_workers(tmp_path, daemon, extra=""):
     port = free_port()
     conf = write_config(tmp_path, "smtp-port: %d\nsmtp-ip: 127.0.0.1\nsmtp-threads: 2\n%s"
                         % (port, extra))
-    conf.write_text(conf.read_text().replace("smtp-port:\n", "").replace(
-        "rabbitmq-inbox: outbox\n", "rabbitmq-inbox: inbox\n"))
+    text = conf.read_text().replace("smtp-port:\n", "").replace(
+        "rabbitmq-inbox: outbox\n", "rabbitmq-inbox: inbox\n")
+    if "www-port: " in extra:
+        text = text.replace("www-port:\n", "")
+    conf.write_text(text)
     proc = daemon(conf)
     proc.wait_for("event=smtp.workers_started")
     proc.wait_for("event=smtp.worker_started index=0")
@@ -135,3 +139,28 @@ def test_workers_exit_when_the_daemon_is_killed(tmp_path, daemon):
             gevent.sleep(0.1)
     subjects = {m["mime"].split("Subject: ")[1].split("\r\n")[0] for m in queued(tmp_path)}
     assert set(accepted) <= subjects
+
+
+def test_sessions_in_worker_processes_reach_the_live_view(tmp_path, daemon):
+    import requests
+    www = free_port()
+    proc, port = start_workers(tmp_path, daemon, "www-port: %d\nwww-ip: 127.0.0.1\n"
+                               "www-auth: hardcoded://a:b\nwww-api-token: t0ken\n" % www)
+    api, auth = "http://127.0.0.1:%d/api/live" % www, {"Authorization": "Bearer t0ken"}
+    proc.wait_for("event=console.listening")
+    with requests.get(api + "/stream", headers=auth, stream=True, timeout=30) as stream:
+        assert stream.status_code == 200        # somebody watches: every session is sent
+        for index in (0, 1):
+            proc.wait_for("event=smtp.live_watched index=%d watched=True" % index)
+        sent = [send_many(port, 1, "live-%d" % n)[0] for n in range(4)]
+
+        def incoming():
+            listed = requests.get(api, headers=auth, timeout=10).json()
+            return [c for c in listed if c["direction"] == "in" and c["ended"]]
+        wait_until(lambda: len(incoming()) == 4)
+    details = [requests.get(api + "/%d" % c["id"], headers=auth, timeout=10).json()
+               for c in incoming()]
+    subjects = sorted(d["messages"][0]["subject"] for d in details)
+    assert subjects == sorted(sent)
+    assert all(d["messages"][0]["recipients"] == ["b@example.org"] for d in details)
+    assert proc.stop() == 0

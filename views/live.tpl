@@ -9,7 +9,7 @@
 % end
 % if workers:
 <p class="card note" id="worker-note">Incoming SMTP sessions run in {{workers}} worker processes
-(<code>smtp-threads</code>) and are not recorded here; outgoing conversations are.</p>
+(<code>smtp-threads</code>); each process sends the sessions it records here.</p>
 % end
 <p class="muted">While this page is open every conversation is recorded; otherwise at most one a
 second. The last {{size}} are kept. AUTH data is never recorded.</p>

@@ -1,5 +1,5 @@
 """Authentication schemes shared by SMTP AUTH (``smtp-auth``) and the web
-console (``www-auth``), SPEC §8.
+console (``www-auth``): the schemes of MailerQ's ``smtp-auth`` and ``www-auth``.
 
 Usage::
 
@@ -13,7 +13,7 @@ takes the whole spec and returns an :class:`Authenticator` or raises
 dependencies (ldap3 for ``ldap://``) load only when it is configured. A new
 scheme is one module with a ``from_spec(spec)`` and one line here.
 
-Schemes listed in SPEC §8 but not built yet are known by name
+Schemes MailerQ documents but not built yet are known by name
 (``config_values.AUTH_SCHEMES``) and refused with "... is not supported yet
 by this build", so the daemon stops at start rather than accept everyone.
 """

@@ -14,7 +14,7 @@ that must be the same for every scheme:
 * a failure is logged as ``event=authn.failed user=<name> scheme=<scheme>``
   and nothing more. The password never reaches a logger, not even inside an
   exception message: errors are logged by type only. The client address and
-  the rate limit per address belong to the caller (SPEC §8).
+  the rate limit per address belong to the caller (the SMTP session, the console).
 
 Where the code blocks: the base class itself does not; see each scheme.
 """

@@ -1,21 +1,23 @@
-"""The live view of SMTP conversations (SPEC §9, seed 003 "Rendering emails").
+"""The live view of SMTP conversations, as MailerQ's console shows them.
 
-``Recorder`` keeps the most recent conversations, incoming (hooks in
-``smtpd.session``) and outgoing (``delivery.sender``), each with its dialogue
-as it happens (commands, replies, the messages sent with DATA).
+``Recorder`` keeps the most recent conversations, incoming (the SMTP
+server's sessions) and outgoing (the delivery's connections), each with its
+dialogue as it happens (commands, replies, the messages sent with DATA).
 
-Cost: a session asks ``begin()`` once; every later hook is a ``None`` check.
-While a viewer is connected (an event stream open) every conversation is
-recorded, otherwise at most one a second, so the page has recent ones.
-Bounds: the last ``size`` conversations, ``budget`` bytes of MIME in all;
-each keeps ``max_lines`` entries of ``MAX_LINE`` characters and
-``max_messages`` messages of ``max_mime`` bytes (the rest counted, marked
-truncated). AUTH: never a credential; an AUTH command keeps its mechanism
-only (``AUTH PLAIN ****``) and a line answering a ``334`` is ``****`` (the
-session reports those through ``secret()``, never their content).
-Worker mode (``smtp-threads`` > 1): incoming sessions run in worker
-processes, which have no recorder; only outgoing ones are recorded (the page
-says so).
+How: a tee. ``tap()`` gives a new connection a ``transcript.Transcript`` into
+a new ``Conversation`` (the Wire of an incoming session and the socket of an
+outgoing connection tell it every chunk they read and write), or
+``transcript.NULL_TAP`` when the connection is not recorded. While a viewer is
+connected (an event stream open) every conversation is recorded, otherwise at
+most one a second, so the page has recent ones. Bounds: the last ``size``
+conversations, ``budget`` bytes of MIME in all; each keeps ``max_lines``
+entries of ``MAX_LINE`` characters and ``max_messages`` messages of
+``max_mime`` bytes (the rest counted, marked truncated). AUTH: never a
+credential; an AUTH command keeps its mechanism only (``AUTH PLAIN ****``)
+and a line answering a ``334`` is ``****``. Worker mode (``smtp-threads`` >
+1): the sessions of the worker processes come over their channels
+(``smtpd/live_relay.py``), and ``watch_changes`` tells those processes when
+to send every session.
 
 Routes (behind the console login): ``/live`` (the list, kept up to date),
 ``/live/<id>`` (a dialogue and its messages; their MIME and sandboxed
@@ -40,13 +42,10 @@ from gevent.queue import Empty, Queue
 from mailerq_gevent.console.answers import ApiError, json_route
 from mailerq_gevent.console.render import Message
 from mailerq_gevent.console.templates import template
+from mailerq_gevent.transcript import NULL_TAP, SECRET, Transcript, as_text, redact_auth
 
-SECRET = "****"
 MAX_LINE = 1000
-MECHANISMS = {"PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER", "GSSAPI",
-              "NTLM", "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-1", "SCRAM-SHA-256"}
 QUEUE_LIMIT = 2000          # events waiting for one slow viewer before it is reset
-_AUTH = re.compile(r"^(AUTH)(\s+\S+)?(\s+\S.*)?$", re.IGNORECASE | re.DOTALL)
 _PATH = re.compile(r"^(MAIL\s+FROM|RCPT\s+TO)\s*:\s*<?([^>\s]*)", re.IGNORECASE)
 
 
@@ -55,7 +54,7 @@ class TooManyStreams(Exception):
 
 
 class Conversation:
-    """One SMTP connection's dialogue; its methods are the hooks."""
+    """One SMTP connection's dialogue; what a Transcript (or a worker's notices) tells it."""
 
     def __init__(self, recorder, number, direction, peer, local, started):
         self.recorder, self.id = recorder, number
@@ -73,12 +72,11 @@ class Conversation:
         """A command line from the client (AUTH data redacted)."""
         if self._secret_next:
             return self.secret()
-        text = _text(line)
-        found = _AUTH.match(text)
-        if found:
-            text = _redact_auth(found)
-        else:
+        text = as_text(line)
+        redacted = redact_auth(text)
+        if redacted is text:
             self._track(text)
+        text = redacted
         self._add("client", text)
 
     def secret(self):
@@ -86,32 +84,29 @@ class Conversation:
         self._secret_next = False
         self._add("client", SECRET)
 
-    def server(self, reply, code=None):
-        """A reply: a ``Reply``, its wire bytes, or smtplib's ``(code, text)`` as ``code=``."""
-        if code is not None:
-            text = _wire_reply(code, _text(reply))
-        else:
-            text = _text(reply.encode() if hasattr(reply, "code") else reply)
-            code = int(text[:3]) if text[:3].isdigit() else 0
-        self._secret_next = code == 334
+    def server(self, reply):
+        """A whole reply, as it went over the wire (all its lines)."""
+        text = as_text(reply)
+        self._secret_next = text[:3] == "334"
         self._add("server", text)
 
     def note(self, text):
-        self._add("note", _text(text))
+        self._add("note", as_text(text))
 
-    def message(self, mime, sender=None, recipients=None):
-        """The content sent with DATA (bytes), with its envelope when known."""
+    def message(self, mime, sender=None, recipients=None, size=None):
+        """The content sent with DATA (bytes), with its envelope when known;
+        ``size``: its whole size, when ``mime`` is only its beginning."""
         if self.ended is not None:
             return
         recorder = self.recorder
-        n = len(self.messages) + 1
+        n, size = len(self.messages) + 1, len(mime) if size is None else size
         if n > recorder.max_messages:
             return self._add("note", "message of %d bytes (not kept: %d per conversation)"
-                             % (len(mime), recorder.max_messages))
+                             % (size, recorder.max_messages))
         kept = bytes(mime[:recorder.max_mime])
-        message = Message(n, len(mime), self.sender if sender is None else sender,
+        message = Message(n, size, self.sender if sender is None else sender,
                           list(self.recipients if recipients is None else recipients),
-                          kept, len(kept) < len(mime))
+                          kept, len(kept) < size)
         self.messages.append(message)
         self._add("message", "message %d: %d bytes%s" % (
             n, message.size, " (truncated)" if message.truncated else ""), n)
@@ -214,6 +209,7 @@ class Recorder:
         self._subscribers = []
         self._ids = itertools.count(1)
         self._sampled = None
+        self._watchers = []        # called with ``watched`` when it changes
 
     @classmethod
     def from_config(cls, conf):
@@ -223,6 +219,14 @@ class Recorder:
     @property
     def watched(self):
         return bool(self._subscribers)
+
+    def tap(self, direction, peer, local):
+        """The tee for a new connection: a ``Transcript`` into a new Conversation,
+        or ``NULL_TAP`` when this one is not sampled (see ``begin``)."""
+        conversation = self.begin(direction, peer, local)
+        if conversation is None:
+            return NULL_TAP
+        return Transcript(conversation, inbound=direction == "in", keep=self.max_mime)
 
     def begin(self, direction, peer, local):
         """A new Conversation to record into, or None (not sampled)."""
@@ -250,11 +254,24 @@ class Recorder:
             raise TooManyStreams()
         subscription = Subscription(only)
         self._subscribers.append(subscription)
+        if len(self._subscribers) == 1:
+            self._tell_watchers()
         return subscription
 
     def unsubscribe(self, subscription):
         if subscription in self._subscribers:
             self._subscribers.remove(subscription)
+            if not self._subscribers:
+                self._tell_watchers()
+
+    def watch_changes(self, callback):
+        """Call ``callback(watched)`` whenever ``watched`` changes (the SMTP
+        worker processes record every session while somebody watches)."""
+        self._watchers.append(callback)
+
+    def _tell_watchers(self):
+        for callback in self._watchers:
+            callback(self.watched)
 
     def close(self):
         """End every open stream now (the daemon is stopping: no viewer holds it up)."""
@@ -291,23 +308,10 @@ class Recorder:
             _, old = self._conversations.popitem(last=False)
             self.kept_bytes -= sum(len(message.mime) for message in old.messages)
             old.messages = []
-            old.ended = old.ended or self.clock()   # its hooks do nothing from now on
+            old.ended = old.ended or self.clock()   # what it is told is dropped from now on
 
 
 # -- helpers ---------------------------------------------------------------------
-
-def _text(value):
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        value = bytes(value).decode("utf-8", "replace")
-    return str(value).rstrip("\r\n").replace("\r\n", "\n")
-
-
-def _wire_reply(code, text):
-    """smtplib's ``(code, text)`` back into reply lines as they were sent."""
-    lines = text.split("\n") or [""]
-    return "\n".join("%d%s%s" % (code, " " if n == len(lines) - 1 else "-", line)
-                     for n, line in enumerate(lines))
-
 
 def _line_json(n, entry):
     seconds, kind, text, message = entry
@@ -319,14 +323,6 @@ def _line_event(conversation, n, entry):
     if entry[3]:
         payload["message"] = conversation.find_message(entry[3]).as_json(conversation.id)
     return payload
-
-
-def _redact_auth(found):
-    """``AUTH <mechanism> ****``: a known mechanism name stays, everything else goes."""
-    mechanism = (found.group(2) or "").strip()
-    shown = mechanism if mechanism.upper() in MECHANISMS else (SECRET if mechanism else "")
-    return " ".join(part for part in (found.group(1), shown,
-                                      SECRET if found.group(3) else "") if part)
 
 
 def clock_text(seconds):

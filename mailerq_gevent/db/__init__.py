@@ -1,4 +1,4 @@
-"""The SQL database (SPEC §5, seeds 000/001): SQLite, PostgreSQL or MySQL/MariaDB.
+"""The SQL database (MailerQ's configuration database): SQLite, PostgreSQL or MySQL/MariaDB.
 
 - ``tables``  the SQLAlchemy Core tables, column names as MailerQ's
 - ``engine``  ``make_engine(url)``: the config's ``database`` URL -> an Engine

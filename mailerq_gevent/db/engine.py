@@ -1,7 +1,7 @@
 """``make_engine(url)``: the config's ``database`` URL -> an SQLAlchemy Engine.
 
-Schemes (seed 000): ``sqlite:///path`` (SQLAlchemy's rule: three slashes then
-the path, so ``sqlite:///var/db.sqlite`` is relative to the working directory
+Schemes (the databases MailerQ supports): ``sqlite:///path`` (SQLAlchemy's
+rule: three slashes then the path, so ``sqlite:///var/db.sqlite`` is relative to the working directory
 and ``sqlite:////abs/db.sqlite`` absolute), ``postgresql://`` or
 ``postgres://``, ``mysql://`` or ``mariadb://``. A ``+driver`` in the URL is
 replaced by ours, because only these drivers are cooperative under gevent:
@@ -13,7 +13,7 @@ replaced by ours, because only these drivers are cooperative under gevent:
   calls run on the event loop's thread and block it while they wait for a
   lock, so the busy timeout is kept short (``SQLITE_BUSY_TIMEOUT``).
 
-Connections: a ``NullPool``. Seed 000 says no connection is kept open to the
+Connections: a ``NullPool``. As in MailerQ, no connection is kept open to the
 database between reloads; the daemon touches the database once every
 ``database-ttl`` seconds (plus console edits and the per-minute statistics),
 so opening a connection per use costs nothing that matters, never holds a

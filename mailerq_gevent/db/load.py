@@ -9,7 +9,7 @@ and logged as ``event=settings.row_skipped table=... id=... reason=...``;
 it never fails the load. A database error does (the reloader keeps the last
 good snapshot).
 
-Row rules beyond seed 000: ``localip``/``domain``/``target`` NULL or empty
+Row rules beyond MailerQ's own: ``localip``/``domain``/``target`` NULL or empty
 mean "all"; for duplicate keys the row with the lowest id wins; a flood row
 with NULL or 0 ``duration`` lasts ``DEFAULT_FLOOD_DURATION``; any negative
 limit reads as -1 (fall back). ``dns.address`` is ``ip``, ``ip:port``,
@@ -77,8 +77,8 @@ def build_snapshot(rows, generation=1, loaded_at=None):
 
 
 def record_ips(engine, addresses, hostname, vhost="", exchange="", outbox="", now=None):
-    """Replace this host's rows of ``ips`` by one row per address (seed 000:
-    for other programs to read; the daemon itself never reads them)."""
+    """Replace this host's rows of ``ips`` by one row per address (as MailerQ
+    does: for other programs to read; the daemon itself never reads them)."""
     updated = now or datetime.now(timezone.utc).replace(tzinfo=None)
     rows = [{"ip": canonical_ip(address) or address, "hostname": hostname, "vhost": vhost,
              "exchange": exchange, "outbox": outbox, "updated": updated}

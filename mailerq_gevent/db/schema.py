@@ -1,4 +1,4 @@
-"""Create and upgrade the tables of ``db.tables`` (seed 000, "Rebuilding the database").
+"""Create and upgrade the tables of ``db.tables`` (and ``--purge-database``, as MailerQ's).
 
 ``ensure_schema`` runs at every start: a missing table is created with its
 indexes; an existing table gets its missing columns (``ALTER TABLE ... ADD

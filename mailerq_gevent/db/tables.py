@@ -1,6 +1,6 @@
-"""Every table of SPEC §5 as SQLAlchemy Core ``Table`` objects on one ``metadata``.
+"""Every table of the database as SQLAlchemy Core ``Table`` objects on one ``metadata``.
 
-Column names are MailerQ's (seeds 000/001), so scripts written for MailerQ
+Column names are those of MailerQ's configuration database, so scripts written for MailerQ
 keep working. Portable types only: an integer ``id`` primary key on every
 table, no foreign keys or constraints, booleans as integers, IP addresses as
 text (``String(45)`` holds any IPv6 form), text in UTF-8 (``utf8mb4`` on
@@ -8,7 +8,7 @@ MySQL). Times are naive UTC ``DateTime`` values.
 
 Capacity-like columns (see ``CAPACITY_COLUMNS``) are nullable integers that
 default to ``-1``: ``NULL`` and ``0`` mean unlimited, ``-1`` means "use the
-value of the less specific row" (seed 001: ``int DEFAULT -1``). The default
+value of the less specific row" (MailerQ declares them ``int DEFAULT -1``). The default
 makes an operator's ``INSERT`` that names only some limits fall back for the
 others, and makes a column added by a schema upgrade fall back on old rows.
 """

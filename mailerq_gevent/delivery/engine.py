@@ -64,7 +64,7 @@ class DeliveryEngine:
         self.router = router or Router(resolver, relay=conf.relay or None)
         connect = functools.partial(Connection, tls_context=client_context(),
                                     timeout=command_timeout, connect_timeout=connect_timeout,
-                                    recorder=recorder)      # live view hook (console.live)
+                                    recorder=recorder)  # live view: a tee per connection
         self.pool = ConnectionPool(self.throttles, budget, connect, self.hostname,
                                    clock=monotonic)
         self.attempts = Attempts(self.pool, self.throttles, Signer())

@@ -17,8 +17,9 @@ cannot trust. Certificates are not verified (opportunistic TLS, RFC 7435, as
 MTAs do on port 25); ``secure`` only insists that TLS is used.
 
 ``recorder`` (the console's live view, ``console.live.Recorder``): when it
-chooses to record this connection, a ``_Recorded`` smtplib client copies
-every command, reply and message to the conversation.
+records this connection, the socket under smtplib is a ``transcript.TeeSocket``
+that tells the recorder every byte sent and received; nothing else changes
+(pipelining stays on), and a connection not recorded has the plain socket.
 """
 
 import re
@@ -30,6 +31,7 @@ import gevent
 
 from mailerq_gevent import logs
 from mailerq_gevent.delivery.result import make
+from mailerq_gevent.transcript import NULL_TAP, TeeSocket
 
 log = logs.get(__name__)
 
@@ -76,21 +78,18 @@ class Connection:
         self.sent = 0               # messages sent (accepted or not) on this connection
         self.broken = False
         self._state = "connect"
-        self.recorder, self.conversation = recorder, None   # live view hook
+        self.recorder, self.tap = recorder, NULL_TAP        # the live view's tee
 
     # -- opening -------------------------------------------------------------
 
     def open(self):
         """Connect, read the greeting, EHLO, STARTTLS. None when ready, else
         the Result saying why not (the connection is then closed)."""
-        if self.recorder is not None:              # live view hook
-            self.conversation = self.recorder.begin("out", "%s:%d" % (self.ip, self.port),
-                                                    self.localip)
-        options = dict(local_hostname=self.ehlo_name, timeout=self.connect_timeout,
-                       source_address=(self.localip, 0) if self.localip else None)
-        smtp = (smtplib.SMTP(**options) if self.conversation is None
-                else _Recorded(self.conversation, **options))
-        self.smtp = smtp
+        if self.recorder is not None:
+            self.tap = self.recorder.tap("out", "%s:%d" % (self.ip, self.port), self.localip)
+        smtp = self.smtp = _Client(self.tap, local_hostname=self.ehlo_name,
+                                   timeout=self.connect_timeout, source_address=(
+                                       (self.localip, 0) if self.localip else None))
         try:
             code, text = smtp.connect(self.ip, self.port)
         except smtplib.SMTPConnectError as exc:
@@ -128,7 +127,10 @@ class Connection:
         code, text = self.smtp.docmd("STARTTLS")
         if code != 220:
             return make("starttls", code, text) if self.secure else None
-        self.smtp.sock = self.tls_context.wrap_socket(self.smtp.sock)
+        sock = self.smtp.sock
+        teed = isinstance(sock, TeeSocket)
+        tls = self.tls_context.wrap_socket(sock.raw if teed else sock)
+        self.smtp.sock = TeeSocket(tls, sock.tap) if teed else tls
         self.smtp.file = None
         self.smtp.helo_resp = self.smtp.ehlo_resp = None
         self.smtp.esmtp_features, self.smtp.does_esmtp = {}, False
@@ -136,8 +138,7 @@ class Connection:
         return self._ehlo()
 
     def _failed(self, result):
-        if self.conversation is not None:          # live view hook
-            self.conversation.note("%s: %s" % (result.state, result.description))
+        self.tap.note("%s: %s" % (result.state, result.description))
         self.close(quit=False)
         return result
 
@@ -159,7 +160,7 @@ class Connection:
         mail = "MAIL FROM:%s%s" % (_path(envelope), "".join(" " + o for o in options))
         rcpt = "RCPT TO:%s%s" % (_path(recipient), "".join(" " + o for o in rcpt_options))
         try:
-            if smtp.has_extn("pipelining") and self.conversation is None:
+            if smtp.has_extn("pipelining"):
                 result = self._pipelined(reset, mail, rcpt, mime)
             else:
                 result = (reset and self._reset()) or self._one_by_one(mail, rcpt, mime)
@@ -190,8 +191,7 @@ class Connection:
 
     def _pipelined(self, reset, mail, rcpt, mime):
         """RFC 2920: [RSET,] MAIL, RCPT and DATA in one write, their replies
-        read in order, then the message: two round trips instead of five.
-        (A conversation the live view records goes one by one.)"""
+        read in order, then the message: two round trips instead of five."""
         smtp = self.smtp
         lines = (["RSET"] if reset else []) + [mail, rcpt, "DATA"]
         if any(c in line for line in lines for c in "\r\n"):
@@ -240,6 +240,7 @@ class Connection:
         smtp, self.smtp = self.smtp, None
         if smtp is None:
             return
+        tap, self.tap = self.tap, NULL_TAP
         if quit and not self.broken and smtp.sock is not None:
             try:
                 with gevent.Timeout(5, False):
@@ -247,31 +248,16 @@ class Connection:
             except (OSError, smtplib.SMTPException):
                 pass
         smtp.close()
-        if self.conversation is not None:          # live view hook
-            self.conversation.end()
+        tap.end()
 
 
-class _Recorded(smtplib.SMTP):
-    """``smtplib.SMTP`` copying its dialogue to a live-view conversation."""
+class _Client(smtplib.SMTP):
+    """smtplib's client, its socket a ``TeeSocket`` when the live view records it."""
 
-    def __init__(self, conversation, **options):
-        self.conversation, self.content = conversation, None
+    def __init__(self, tap, **options):
+        self.tap = tap
         super().__init__(**options)
 
-    def putcmd(self, cmd, args=""):
-        self.conversation.client("%s %s" % (cmd, args) if args else cmd)
-        super().putcmd(cmd, args)
-
-    def getreply(self):
-        code, text = super().getreply()
-        self.conversation.server(text, code=code)
-        if code == 354 and self.content is not None:
-            self.conversation.message(self.content)
-        return code, text
-
-    def data(self, msg):
-        self.content = msg
-        try:
-            return super().data(msg)
-        finally:
-            self.content = None
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        return sock if self.tap is NULL_TAP else TeeSocket(sock, self.tap)

@@ -1,4 +1,4 @@
-"""The SMTP injection server (seed 002, SPEC §6, RFC 5321).
+"""The SMTP injection server (MailerQ's built-in SMTP server; RFC 5321).
 
     server.py      listeners, connection limits, who may connect / relay, greeting names
     listener.py    accepting: a gevent StreamServer per port, session greenlets reused

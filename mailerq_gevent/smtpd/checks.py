@@ -1,4 +1,4 @@
-"""Inbound checks of ``smtp-check`` (SPEC §6): SPF, DKIM, DMARC and spam.
+"""Inbound checks of ``smtp-check``: SPF (RFC 7208), DKIM (RFC 6376), DMARC (RFC 7489) and spam.
 
 ``InboundChecks(conf).run(peer_ip, helo, mail_from, content)`` returns a
 :class:`CheckResults`; its ``results`` go into the message JSON, and its

@@ -1,4 +1,4 @@
-"""The PROXY protocol, versions 1 and 2 (HAProxy's proxy-protocol.txt), seed 002.
+"""The PROXY protocol, versions 1 and 2 (HAProxy's proxy-protocol.txt), for ``smtp-proxy``.
 
 A connection from an address in ``smtp-proxy`` starts with a PROXY header
 giving the real client and server addresses; the session then uses those

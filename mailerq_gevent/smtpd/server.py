@@ -49,7 +49,7 @@ class SMTPServer:
         self.conf, self.broker, self.settings, self.budget = conf, broker, settings, budget
         self.authenticator, self.tls_context = authenticator, tls_context
         self.checks = checks if checks is not None and checks.enabled else None
-        self.recorder = recorder    # live view hook: sessions ask it once each
+        self.recorder = recorder    # the live view: each session asks it for its Wire's tap
         self.protection = FailedLogins(enabled=conf.smtp_protection)
         self.stopping = False
         self._open = {}             # greenlet -> its Session

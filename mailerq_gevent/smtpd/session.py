@@ -67,7 +67,6 @@ class Session:
         self.helo, self.esmtp, self.user, self.envelope = None, False, None, None
         self.errors = self.auth_failures = 0
         self.idle = False           # waiting for a command (not inside DATA)
-        self.conversation = None    # live view hook (console.live): recorded when not None
 
     # -- the connection -------------------------------------------------------
 
@@ -97,8 +96,8 @@ class Session:
     def _opening(self):
         if self.server.behind_proxy(self.peer_ip):
             self._read_proxy_header()
-        if self.server.recorder is not None:       # live view hook: asked once per session
-            self.conversation = self.server.recorder.begin("in", self.peer_ip, self.local_ip)
+        if self.server.recorder is not None:       # the live view: a tee at the Wire
+            self.wire.tap = self.server.recorder.tap("in", self.peer_ip, self.local_ip)
         self.hostname = self.server.hostname_for(self.local_ip)
         if not self.server.allowed(self.peer_ip):
             log.info("smtp.refused", client=self.peer_ip, reason="smtp-range")
@@ -125,16 +124,12 @@ class Session:
             self.wire.flush()
         except (OSError, ssl.SSLError):
             pass
-        if self.conversation is not None:          # live view hook
-            self.conversation.end()
         try:
             self.wire.close()
         except OSError:
             pass
 
     def _send(self, answer):
-        if self.conversation is not None:          # live view hook
-            self.conversation.server(answer)
         self.wire.send(answer.encode())
 
     def challenge(self, answer):
@@ -143,8 +138,6 @@ class Session:
         line = self.wire.readline(AUTH_LIMIT)
         if not line.endswith(b"\r\n"):
             raise Closed()
-        if self.conversation is not None:          # live view hook: never the AUTH data
-            self.conversation.secret()
         return line[:-2].decode("ascii", "replace").strip()
 
     # -- commands -------------------------------------------------------------
@@ -162,8 +155,6 @@ class Session:
         return self.dispatch(line)
 
     def dispatch(self, raw):
-        if self.conversation is not None:          # live view hook (AUTH lines redacted there)
-            self.conversation.client(raw)
         if not raw.endswith(b"\r\n") or b"\0" in raw or b"\r" in raw[:-2]:
             return self._error(reply.BAD_CHARACTER)
         try:
@@ -329,9 +320,6 @@ class Session:
             content = self.wire.read_data(self.max_size)
         except TooBig:
             return reply.TOO_BIG
-        if self.conversation is not None:          # live view hook
-            self.conversation.message(content, envelope.sender,
-                                      [path.address for path, _ in envelope.recipients])
         return self._queue(envelope, content)
 
     def _queue(self, envelope, content):

@@ -18,6 +18,10 @@ Reading (RFC 5321 §4.5.3.1 limits):
 Writing: replies are buffered and sent when the server is about to wait for
 the client (so a pipelined group of commands gets its replies in one write).
 
+``tap`` (``transcript.NULL_TAP`` unless the live view records this session)
+is told every chunk read and every write, and the end: the console's live
+view is a tee here, and the protocol code does not know of it.
+
 A plain (not TLS) connection is read and written through ``TurnSocket``, a
 gevent socket that waits first, once a reply has gone out, and reads after:
 see there for why, and what it saves.
@@ -30,6 +34,8 @@ import ssl
 import gevent
 from gevent import socket as gsocket
 from greenlet import getcurrent
+
+from mailerq_gevent.transcript import NULL_TAP
 
 RECV_SIZE = 65536
 PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
@@ -129,6 +135,7 @@ class Wire:
         # run for every command a client sends; this one serves every line
         self._loop = gevent.get_hub().loop
         self._line_timer = self._loop.timer(timeout, priority=-1)
+        self.tap = NULL_TAP         # the live view's tee: every chunk read and written
         self._use(sock)
 
     def _use(self, sock):
@@ -137,7 +144,8 @@ class Wire:
         self._io = TurnSocket(sock) if type(sock) is gsocket.socket else sock
 
     def close(self):
-        """Close the socket (and the watcher on it)."""
+        """Close the socket (and the watcher on it); the tap hears the end."""
+        self.tap.end()
         self._io.close()
 
     # -- writing --------------------------------------------------------------
@@ -149,6 +157,7 @@ class Wire:
         if self._out:
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
             self._out = []
+            self.tap.sent(data)
             sent = self._io.send(data)      # a reply fits the socket buffer: one syscall
             if sent < len(data):
                 self._io.sendall(data[sent:])
@@ -259,6 +268,7 @@ class Wire:
                 timer.close()
         if not chunk:
             raise Closed()
+        self.tap.received(chunk)
         self._buffer += chunk
 
     # -- TLS ------------------------------------------------------------------

@@ -30,6 +30,7 @@ from mailerq_gevent.connections import ConnectionBudget  # noqa: E402
 from mailerq_gevent.db import load  # noqa: E402
 from mailerq_gevent.smtpd import worker_channel  # noqa: E402
 from mailerq_gevent.smtpd.checks import InboundChecks  # noqa: E402
+from mailerq_gevent.smtpd.live_relay import RemoteRecorder  # noqa: E402
 from mailerq_gevent.smtpd.server import SMTPServer, listen_all  # noqa: E402
 
 log = logs.get(__name__)
@@ -61,9 +62,11 @@ def main(argv=None):
     queue = backend(conf.rabbitmq_address, writer_only=True, on_commit=control.committed)
     broker = Broker.from_config(conf, backend=queue)
     broker.start([])        # opens the file; the publisher declares queues on first use
-    server = _server(conf, args, broker, reloader)
+    recorder = RemoteRecorder(control.send)     # the console's live view is the daemon's
+    server = _server(conf, args, broker, reloader, recorder)
     # failed logins are counted over all the workers by the daemon, which says what to block
     server.protection.on_failure, control.on_block = control.auth_failed, server.protection.block
+    control.on_watch = lambda watched: _watch(recorder, args.index, watched)
     server.start()
     log.info("smtp.worker_started", index=args.index)
     stopping = Event()
@@ -80,7 +83,14 @@ def main(argv=None):
     return 0
 
 
-def _server(conf, args, broker, reloader):
+def _watch(recorder, index, watched):
+    """Somebody started (or stopped) watching the live view: send every session
+    (or one a second)."""
+    recorder.watched = watched
+    log.info("smtp.live_watched", index=index, watched=watched)
+
+
+def _server(conf, args, broker, reloader, recorder):
     listeners = listen_all(conf, reuse_port=True)
     share = lambda limit: math.ceil(limit / args.workers) if limit else 0  # noqa: E731
     budget = ConnectionBudget(share(conf.smtp_connections), share(conf.smtp_connections_in), 0)
@@ -89,7 +99,7 @@ def _server(conf, args, broker, reloader):
         hostname=conf.smtp_hostname or socket.gethostname(), name="smtp")
     return SMTPServer(conf, broker, lambda: reloader.current, budget,
                       authenticator=authn.from_spec(conf.smtp_auth), tls_context=tls,
-                      listeners=listeners, checks=InboundChecks(conf))
+                      listeners=listeners, checks=InboundChecks(conf), recorder=recorder)
 
 
 if __name__ == "__main__":

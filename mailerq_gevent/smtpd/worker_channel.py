@@ -13,6 +13,9 @@ daemon would. What crosses this channel is small:
 * worker -> daemon ``{"auth_failed": ip}`` for each failed login, and daemon ->
   worker ``{"block": ip, "seconds": s}`` when the failures of all workers
   together shut an address out (``smtp-protection``);
+* worker -> daemon ``{"live": ...}``, the sessions the console's live view
+  records (``live_relay.py``), and daemon -> worker ``{"watch": true|false}``
+  when somebody starts or stops watching;
 * the end of the channel: a worker whose daemon is gone stops (nothing it
   accepts could be delivered), and the daemon restarts a worker that died.
 
@@ -102,9 +105,9 @@ class FrameSocket:
 class Control:
     """The worker's side: reload notices in, commit notices out, the daemon's death."""
 
-    def __init__(self, sock, on_reload=None, on_block=None):
+    def __init__(self, sock, on_reload=None, on_block=None, on_watch=None):
         self.channel = FrameSocket(sock)
-        self.on_reload, self.on_block = on_reload, on_block
+        self.on_reload, self.on_block, self.on_watch = on_reload, on_block, on_watch
         self._notice, self._due = None, None
         self.reader = gevent.spawn(self._read)
 
@@ -120,8 +123,12 @@ class Control:
 
     def auth_failed(self, ip):
         """Report a failed login from ``ip`` to the daemon, which counts all workers'."""
+        self.send({"auth_failed": ip})
+
+    def send(self, notice):
+        """Send a notice (a JSON object) to the daemon; nothing when it is gone."""
         try:
-            self.channel.send(json.dumps({"auth_failed": ip}).encode())
+            self.channel.send(json.dumps(notice).encode())
         except ChannelClosed:
             pass
 
@@ -140,6 +147,8 @@ class Control:
                     gevent.spawn(self.on_reload)
                 if notice.get("block") and self.on_block:
                     self.on_block(str(notice["block"]), float(notice.get("seconds") or 0))
+                if "watch" in notice and self.on_watch:
+                    self.on_watch(bool(notice["watch"]))
         except (ChannelClosed, OSError):
             pass
         finally:
@@ -150,10 +159,10 @@ class Control:
         self.channel.close()
 
 
-def serve_channel(channel, on_commit, on_auth_failed=None):
+def serve_channel(channel, on_commit, on_auth_failed=None, on_live=None):
     """The daemon's side for one worker: ``on_commit(due)`` for every commit
-    notice, ``on_auth_failed(ip)`` for every failed login. Returns when the
-    worker closes its end."""
+    notice, ``on_auth_failed(ip)`` for every failed login, ``on_live(notice)``
+    for every live-view notice. Returns when the worker closes its end."""
     try:
         while True:
             for frame in channel.receive_all():
@@ -162,5 +171,7 @@ def serve_channel(channel, on_commit, on_auth_failed=None):
                     on_commit(notice.get("due"))
                 if notice.get("auth_failed") and on_auth_failed is not None:
                     on_auth_failed(str(notice["auth_failed"]))
+                if notice.get("live") and on_live is not None:
+                    on_live(notice)
     except (ChannelClosed, OSError, ValueError):
         pass

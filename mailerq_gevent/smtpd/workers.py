@@ -22,6 +22,7 @@ started again after a second; ``stop`` asks every worker to finish
 A worker whose daemon dies exits by itself (its channel closes).
 """
 
+import functools
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ import gevent
 
 from mailerq_gevent import logs
 from mailerq_gevent.smtpd import worker_channel
+from mailerq_gevent.smtpd.live_relay import LiveRelay
 from mailerq_gevent.smtpd.protection import FailedLogins
 from mailerq_gevent.smtpd.server import listen_all
 
@@ -50,9 +52,10 @@ class _Worker:
 
 
 class WorkerPool:
-    """``count`` workers; ``on_commit(due)`` for each commit notice of a worker."""
+    """``count`` workers; ``on_commit(due)`` for each commit notice of a worker;
+    ``recorder``: the console's live view, which the workers' sessions reach."""
 
-    def __init__(self, conf, count, var_dir="var", on_commit=None):
+    def __init__(self, conf, count, var_dir="var", on_commit=None, recorder=None):
         if not conf.path:
             raise ValueError("smtp-threads above 1 needs the daemon to run from a config file")
         self.conf, self.count, self.var_dir = conf, count, var_dir
@@ -60,6 +63,9 @@ class WorkerPool:
         self.workers = {}
         self.stopping = False
         self.protection = FailedLogins(enabled=conf.smtp_protection)   # all workers' failures
+        self.recorder, self.live = recorder, LiveRelay(recorder) if recorder else None
+        if recorder is not None:
+            recorder.watch_changes(lambda watched: self._tell_all({"watch": watched}))
 
     def start(self):
         ports = []
@@ -86,10 +92,18 @@ class WorkerPool:
         worker.channel = worker_channel.FrameSocket(sock)
         for ip, seconds in self.protection.blocks():        # a restarted worker knows them too
             _tell(worker, {"block": ip, "seconds": seconds})
+        on_live = None
+        if self.live is not None:
+            if self.recorder.watched:
+                _tell(worker, {"watch": True})
+            on_live = functools.partial(self.live.feed, worker.index)
         try:
-            worker_channel.serve_channel(worker.channel, self.on_commit, self._auth_failed)
+            worker_channel.serve_channel(worker.channel, self.on_commit, self._auth_failed,
+                                         on_live)
         finally:
             worker.channel.close()
+            if self.live is not None:
+                self.live.worker_gone(worker.index)
 
     def _auth_failed(self, ip):
         """A worker saw a failed login: count it with the others' and, when
