@@ -21,6 +21,7 @@ from mailerq_gevent import broker as broker_module
 from mailerq_gevent.config_values import redact_url
 from mailerq_gevent.connections import ConnectionBudget
 from mailerq_gevent.console import app as console_app, live
+from mailerq_gevent.console.templates import Context
 from mailerq_gevent.db import engine as db_engine, load, schema
 from mailerq_gevent.delivery.engine import DeliveryEngine
 from mailerq_gevent.delivery.stats import Stats
@@ -88,10 +89,10 @@ class App:
             tls = certificates.server_context(
                 conf.www_certificate, conf.www_privatekey, conf.www_ciphers, var_dir=VAR_DIR,
                 hostname=conf.www_host or socket.gethostname(), name="www")
-        context = console_app.Context(
+        context = Context(
             conf, database=self.database, reloader=self.reloader, broker=self.broker,
             authenticator=authn.from_spec(conf.www_auth), recorder=self.recorder,
-            budget=self.budget, status=self.status, secure=tls is not None)
+            status=self.status, secure=tls is not None)
         return console_app.ConsoleServer(context, tls_context=tls)
 
     def status(self):

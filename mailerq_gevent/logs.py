@@ -171,7 +171,8 @@ class BufferedHandler(logging.StreamHandler):
 
 
 def setup(level="info", stream=None):
-    """Configure the root logger: ``time level logger event=... k=v`` lines."""
+    """Configure the root logger: ``time level logger event=... k=v`` lines.
+    Returns the handler it installed (lines go straight to it when they may)."""
     global _direct
     handler = BufferedHandler(stream or sys.stderr)
     handler.setFormatter(_Formatter(FORMAT))
@@ -182,3 +183,4 @@ def setup(level="info", stream=None):
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
     _direct = handler
+    return handler

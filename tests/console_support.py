@@ -9,7 +9,6 @@ import requests
 
 from mailerq_gevent import authn, config, settings
 from mailerq_gevent.broker import Broker
-from mailerq_gevent.connections import ConnectionBudget
 from mailerq_gevent.console.app import ConsoleServer
 from mailerq_gevent.console.templates import Context
 from mailerq_gevent.db import load, schema
@@ -34,7 +33,7 @@ class Console:
         self.context = Context(self.conf, database=self.database, reloader=self.reloader,
                                broker=self.broker,
                                authenticator=authn.from_spec(self.conf.www_auth),
-                               budget=ConnectionBudget(), secure=tls is not None)
+                               secure=tls is not None)
         self.server = ConsoleServer(self.context, tls_context=tls).start()
         self.port = self.server.addresses[0][1]
         self.url = "http://127.0.0.1:%d" % self.port

@@ -17,23 +17,23 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} level=INFO logger=mq\.
 def configured():
     saved = logging.root.handlers[:], logging.root.level
     stream = io.StringIO()
-    logs.setup("info", stream=stream)
+    handler = logs.setup("info", stream=stream)
+    stream.handler = handler
     yield stream
     logging.root.handlers[:], _ = saved[0], logging.root.setLevel(saved[1])
-    logs._direct = None
 
 
 def test_a_line_straight_to_the_handler_has_the_documented_form(configured):
     log = logs.get("mq.test")
     pytest_handlers = logging.root.handlers[:]      # pytest's own capture, for this test
-    logging.root.handlers[:] = [logs._direct]
+    logging.root.handlers[:] = [configured.handler]
     try:
-        assert logs._direct.takes(log.logger)
+        assert configured.handler.takes(log.logger)
         log.info("smtp.queued", id=7, who="a b", size=10)
         log.debug("not.shown")
     finally:
         logging.root.handlers[:] = pytest_handlers
-    logs._direct.flush()
+    configured.handler.flush()
     assert [LINE.match(line) is not None for line in configured.getvalue().splitlines()] == [True]
 
 
@@ -42,9 +42,9 @@ def test_with_another_handler_the_record_path_writes_the_same_line(configured):
     logging.root.addHandler(other)
     try:
         log = logs.get("mq.test")
-        assert not logs._direct.takes(log.logger)
+        assert not configured.handler.takes(log.logger)
         log.info("smtp.queued", id=7, who="a b", size=10)
-        logs._direct.flush()
+        configured.handler.flush()
     finally:
         logging.root.removeHandler(other)
     assert LINE.match(configured.getvalue().strip())

@@ -13,19 +13,28 @@ from gevent.event import Event
 from mailerq_gevent import config
 from mailerq_gevent.smtpd import protection, worker_channel
 from mailerq_gevent.smtpd.protection import FailedLogins
-from mailerq_gevent.smtpd.workers import WorkerPool, _Worker
+from mailerq_gevent.smtpd.workers import WorkerPool
+from tests.waiting import wait_until
 
 IP = "192.0.2.9"
 
 
-class Recording:
-    """A worker's channel as the pool sees it: frames sent to it are kept."""
+class Worker:
+    """A worker process's side of its channel to the pool: it reports failed
+    logins, and keeps the blocks the daemon sends it."""
 
-    def __init__(self):
-        self.frames = []
+    def __init__(self, pool, index):
+        ours, theirs = socket.socketpair()
+        self.blocks, self.told = [], Event()
+        self.control = worker_channel.Control(theirs, on_block=self._block)
+        pool.attach(index, ours)
 
-    def send(self, *parts):
-        self.frames.append(json.loads(b"".join(parts)))
+    def _block(self, ip, seconds):
+        self.blocks.append((ip, seconds))
+        self.told.set()
+
+    def stop(self):
+        self.control.stop()
 
 
 @pytest.fixture
@@ -34,34 +43,38 @@ def pool(tmp_path):
     conf_file.write_text("")
     conf = config.parse_text("smtp-protection: true\n", path=str(conf_file))
     made = WorkerPool(conf, count=2)
-    for index in range(2):
-        made.workers[index] = _Worker(index, None, Recording())
-    return made
+    made.fakes = [Worker(made, index) for index in range(2)]
+    yield made
+    for worker in made.fakes:
+        worker.stop()
+    made.stop(5)
 
 
 def test_failures_spread_over_the_workers_block_the_address_in_every_worker(pool):
+    counted = []
+    pool.protection.on_failure = counted.append             # each failure the daemon counts
     for attempt in range(protection.LIMIT - 1):
-        pool._auth_failed(IP)                 # from either worker: the count is shared
-    assert all(worker.channel.frames == [] for worker in pool.workers.values())
-    pool._auth_failed(IP)
-    for worker in pool.workers.values():
-        assert worker.channel.frames == [{"block": IP, "seconds": protection.COOL_DOWN}]
+        pool.fakes[attempt % 2].control.auth_failed(IP)     # the count is shared
+    wait_until(lambda: len(counted) == protection.LIMIT - 1)
+    assert all(worker.blocks == [] for worker in pool.fakes)
+    pool.fakes[0].control.auth_failed(IP)
+    for worker in pool.fakes:
+        assert worker.told.wait(5)
+        assert worker.blocks == [(IP, protection.COOL_DOWN)]
     assert pool.protection.blocked(IP)
 
 
 def test_a_worker_started_later_hears_of_the_blocks_in_force(pool):
     for _ in range(protection.LIMIT):
-        pool._auth_failed(IP)
-    ours, theirs = socket.socketpair()
-    late = _Worker(2, None, None)
-    serving = gevent.spawn(pool._serve, late, ours)
+        pool.fakes[0].control.auth_failed(IP)
+    wait_until(lambda: pool.protection.blocked(IP))
+    late = Worker(pool, 2)
     try:
-        frame = worker_channel.FrameSocket(theirs).receive()
-        notice = json.loads(frame)
-        assert notice["block"] == IP and 0 < notice["seconds"] <= protection.COOL_DOWN
+        assert late.told.wait(5)
+        [(ip, seconds)] = late.blocks
+        assert ip == IP and 0 < seconds <= protection.COOL_DOWN
     finally:
-        theirs.close()
-        serving.join(5)
+        late.stop()
 
 
 def test_the_worker_side_reports_failures_and_applies_blocks():

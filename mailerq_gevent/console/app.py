@@ -28,9 +28,6 @@ from mailerq_gevent import logs, netinfo
 from mailerq_gevent.console import api, live, pages, render, security, tables
 from mailerq_gevent.console.answers import ApiError
 from mailerq_gevent.console.request_body import ABANDONED
-from mailerq_gevent.console.templates import PACKAGE_ROOT, Context
-
-__all__ = ["PACKAGE_ROOT", "ConsoleServer", "Context", "make_app"]
 
 log = logs.get(__name__)
 

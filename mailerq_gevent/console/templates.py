@@ -29,7 +29,6 @@ class Context:
     broker: object = None
     authenticator: object = None
     recorder: object = None             # console.live.Recorder
-    budget: object = None
     status: object = None               # callable: {"inbound": n, "outbound": n, "idle": n}
     secure: bool = False
     sessions: Sessions = field(default_factory=Sessions)

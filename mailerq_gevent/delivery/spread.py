@@ -33,7 +33,3 @@ class Spread:
         if len(self._next_free) > self.limit:
             self._next_free = {k: t for k, t in self._next_free.items() if t > now}
         return turn - now
-
-    def next_turn(self, key):
-        """The monotonic time of ``key``'s next free turn, or None."""
-        return self._next_free.get(key)

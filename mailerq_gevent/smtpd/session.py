@@ -17,8 +17,6 @@ is on, to a loopback client). Too many errors or failed logins end the session.
 """
 
 import ipaddress
-import itertools
-import os
 import ssl
 import time
 
@@ -27,6 +25,7 @@ import gevent
 from mailerq_gevent import logs
 from mailerq_gevent.broker import BrokerError
 from mailerq_gevent.mail import addresses
+from mailerq_gevent.message import new_id
 from mailerq_gevent.smtpd import auth, message, paths, proxy, reply
 from mailerq_gevent.smtpd.wire import Closed, LineTooLong, ReadTimeout, TooBig, Wire
 
@@ -324,7 +323,7 @@ class Session:
 
     def _queue(self, envelope, content):
         tx = message.Transaction(
-            queue_id=next(_QUEUE_IDS), sender=envelope.sender,
+            queue_id=new_id(), sender=envelope.sender,
             mail_params=envelope.params, recipients=envelope.recipients, helo=self.helo,
             esmtp=self.esmtp, tls=self.tls, user=self.user, peer_ip=self.peer_ip,
             local_ip=self.local_ip, hostname=self.hostname,
@@ -418,13 +417,3 @@ class Session:
 
 # the verb -> method table, built once
 HANDLERS = {verb: getattr(Session, "do_" + verb.lower()) for verb in Session.VERBS}
-
-
-def _queue_ids():
-    """Queue ids: a random prefix for this process, then a counter (no syscall each)."""
-    prefix = os.urandom(4).hex().upper()
-    for number in itertools.count(1):
-        yield "%s%06X" % (prefix, number % 0x1000000)
-
-
-_QUEUE_IDS = _queue_ids()

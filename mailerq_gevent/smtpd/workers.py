@@ -84,9 +84,15 @@ class WorkerPool:
                    "--var-dir", self.var_dir]
         proc = subprocess.Popen(command, pass_fds=[theirs.fileno()])
         theirs.close()
+        worker = self.attach(index, ours, proc)
+        worker.greenlets.append(gevent.spawn(self._watch, worker))
+
+    def attach(self, index, sock, proc=None):
+        """Worker number ``index`` (its process ``proc``) talks to us over ``sock``,
+        the daemon's end of its channel: served from now on, in a greenlet."""
         worker = self.workers[index] = _Worker(index, proc, None)
-        channel_greenlet = gevent.spawn(self._serve, worker, ours)
-        worker.greenlets = [channel_greenlet, gevent.spawn(self._watch, worker)]
+        worker.greenlets = [gevent.spawn(self._serve, worker, sock)]
+        return worker
 
     def _serve(self, worker, sock):
         worker.channel = worker_channel.FrameSocket(sock)
@@ -133,17 +139,18 @@ class WorkerPool:
 
     def stop(self, timeout=30.0):
         self.stopping = True
-        for worker in self.workers.values():
-            _signal(worker.proc, signal.SIGTERM)
+        procs = [worker.proc for worker in self.workers.values() if worker.proc is not None]
+        for proc in procs:
+            _signal(proc, signal.SIGTERM)
         deadline = gevent.Timeout(timeout)
         deadline.start()
         try:
-            for worker in self.workers.values():
-                worker.proc.wait()
+            for proc in procs:
+                proc.wait()
         except gevent.Timeout:
             log.warning("smtp.workers_killed", after=timeout)
-            for worker in self.workers.values():
-                _signal(worker.proc, signal.SIGKILL)
+            for proc in procs:
+                _signal(proc, signal.SIGKILL)
         finally:
             deadline.close()
         for worker in self.workers.values():
