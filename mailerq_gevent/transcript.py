@@ -61,6 +61,24 @@ class NullTap:
 NULL_TAP = NullTap()
 
 
+class Sampler:
+    """Which new sessions are recorded: every one while watched, else at most
+    one every ``every`` seconds (a clock that goes back starts a new period)."""
+
+    def __init__(self, every, clock):
+        self.every, self.clock = every, clock
+        self._last = None
+
+    def take(self, watched):
+        """The time now when this session is to be recorded, else None."""
+        now = self.clock()
+        if not watched and self._last is not None and (
+                self._last <= now < self._last + self.every):
+            return None
+        self._last = now
+        return now
+
+
 class TeeSocket:
     """A connected socket whose every write and read is told to ``tap`` first
     (``sendall``, ``send``, ``recv``, and the files of ``makefile``, as

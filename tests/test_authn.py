@@ -17,18 +17,9 @@ from mailerq_gevent import authn
 from mailerq_gevent.authn import hardcoded
 from mailerq_gevent.authn.base import Authenticator
 from mailerq_gevent.authn.passwd_file import PasswdFile
+from tests.clock import FakeClock
 
 SECRET = "S3cret-pass!word"
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def write_users(path, lines):

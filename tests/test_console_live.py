@@ -14,6 +14,7 @@ from mailerq_gevent import authn
 from mailerq_gevent.console import render
 from mailerq_gevent.console.live import SECRET, Recorder
 from mailerq_gevent.delivery.sender import Connection
+from tests.clock import FakeClock
 from tests.delivery_support import MIME, World
 from tests.smtp_sink import SmtpSink, free_port
 from tests.smtp_support import Raw, message
@@ -21,14 +22,6 @@ from tests.waiting import wait_until
 
 RENDER_CSP = "sandbox; default-src 'none'; img-src data: cid:; frame-ancestors 'self'"
 PASSWORD = "Tr0ub4dor&3-live-secret"
-
-
-class Clock:
-    def __init__(self, now=1000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 def recorded(recorder, direction="in", lines=(), mime=None):
@@ -52,7 +45,7 @@ def everything(recorder):
 # -- the Recorder -------------------------------------------------------------------
 
 def test_unwatched_it_keeps_one_conversation_a_second():
-    clock = Clock()
+    clock = FakeClock()
     recorder = Recorder(clock=clock)
     assert recorder.begin("in", "192.0.2.1", "") is not None
     assert recorder.begin("in", "192.0.2.2", "") is None
@@ -66,7 +59,7 @@ def test_unwatched_it_keeps_one_conversation_a_second():
 
 
 def test_watched_it_keeps_every_conversation_and_unsubscribing_ends_that():
-    recorder = Recorder(clock=Clock())
+    recorder = Recorder(clock=FakeClock())
     subscription = recorder.subscribe()
     assert all(recorder.begin("in", "192.0.2.%d" % n, "") for n in range(5))
     recorder.unsubscribe(subscription)
@@ -76,7 +69,7 @@ def test_watched_it_keeps_every_conversation_and_unsubscribing_ends_that():
 
 
 def test_it_keeps_the_last_n_conversations():
-    recorder = Recorder(size=3, clock=Clock())
+    recorder = Recorder(size=3, clock=FakeClock())
     recorder.subscribe()
     made = [recorder.begin("in", "192.0.2.%d" % n, "") for n in range(5)]
     assert [c.id for c in recorder.recent()] == [made[4].id, made[3].id, made[2].id]
@@ -104,7 +97,7 @@ def test_lines_messages_and_mime_are_capped_and_marked_truncated():
 
 
 def test_the_mime_budget_evicts_the_oldest_conversations():
-    recorder = Recorder(budget=25, clock=Clock())
+    recorder = Recorder(budget=25, clock=FakeClock())
     recorder.subscribe()
     first = recorded(recorder, mime=b"x" * 10)
     second = recorded(recorder, mime=b"y" * 10)

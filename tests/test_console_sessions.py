@@ -1,18 +1,11 @@
 """Console sessions and the failed-login throttle, on an injected clock."""
 
 from mailerq_gevent.console.sessions import LoginThrottle, Sessions
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from tests.clock import FakeClock
 
 
 def test_a_session_ends_after_the_idle_time_without_requests():
-    clock = Clock()
+    clock = FakeClock()
     sessions = Sessions(idle=60, absolute=3600, clock=clock)
     session = sessions.start("admin")
     clock.now += 59
@@ -24,7 +17,7 @@ def test_a_session_ends_after_the_idle_time_without_requests():
 
 
 def test_a_session_ends_at_the_absolute_limit_however_busy():
-    clock = Clock()
+    clock = FakeClock()
     sessions = Sessions(idle=60, absolute=300, clock=clock)
     session = sessions.start("admin")
     for _ in range(5):
@@ -43,7 +36,7 @@ def test_ids_and_csrf_tokens_are_random_and_compared_in_constant_time():
 
 
 def test_the_throttle_counts_per_address_and_per_user_and_forgets_after_the_window():
-    clock = Clock()
+    clock = FakeClock()
     throttle = LoginThrottle(limit=3, window=600, clock=clock)
     for _ in range(3):
         throttle.failed("192.0.2.1", "admin")

@@ -8,7 +8,8 @@ import gevent
 import pytest
 
 from mailerq_gevent.connections import ConnectionBudget
-from mailerq_gevent.delivery import pool as pool_module, result
+from mailerq_gevent.delivery import pool as pool_module
+from mailerq_gevent.delivery import result
 from mailerq_gevent.delivery.attempt import Job
 from mailerq_gevent.delivery.idle import IdleConnections
 from mailerq_gevent.delivery.pool import ConnectionPool, Throttled
@@ -16,21 +17,11 @@ from mailerq_gevent.delivery.routing import Target
 from mailerq_gevent.delivery.throttle import Throttles
 from mailerq_gevent.message import Message
 from mailerq_gevent.settings import Capacity
+from tests.clock import FakeClock
 from tests.rows import snapshot
 
 IP = "192.0.2.1"
 MX1, MX2 = Target("mx1.example", "198.51.100.1"), Target("mx2.example", "198.51.100.2")
-
-
-class FakeClock:
-    def __init__(self, now=1000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
 
 
 class FakeConnection:

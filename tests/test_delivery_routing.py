@@ -22,6 +22,7 @@ from mailerq_gevent.delivery.routing import (
 )
 from mailerq_gevent.resolver import make_resolver
 from mailerq_gevent.settings import Settings
+from tests.clock import FakeClock
 from tests.dns_server import TTL, serve_zone, silent_server
 from tests.rows import snapshot
 
@@ -48,16 +49,6 @@ ZONE = [
     ("allbroken.test", "MX", "10 broken.flaky.test"),
 ]
 SERVFAIL = ["servfail.test", "broken.flaky.test"]
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def settings_with(**rows):
@@ -100,7 +91,7 @@ def zone(dns_zone):
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock()
 
 
 def short_resolver(zone):

@@ -10,20 +10,13 @@ from sqlalchemy import select
 from mailerq_gevent.db import tables
 from mailerq_gevent.db.engine import make_engine
 from mailerq_gevent.delivery.stats import Stats, minute_time
+from tests.clock import FakeClock
 from tests.waiting import wait_until
 
 STATS_TABLES = [tables.deliveries_total, tables.deliveries_domain, tables.deliveries_ip]
 T0 = 1_700_000_040            # 2023-11-14 22:14:00 UTC, the start of a minute
 MINUTE = datetime(2023, 11, 14, 22, 14)
 IP, REMOTE = "192.0.2.1", "198.51.100.7"
-
-
-class Clock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture
@@ -47,7 +40,7 @@ def rows(engine, table):
 
 
 def test_counts_are_kept_per_minute_and_key():
-    stats = Stats("sqlite://", clock=Clock(T0 + 5))
+    stats = Stats("sqlite://", clock=FakeClock(T0 + 5))
     stats.count("success", IP, "Example.COM", REMOTE)
     stats.count("success", IP, "example.com", REMOTE)
     stats.count("failure", IP, "example.com", "::ffff:198.51.100.7")
@@ -61,7 +54,7 @@ def test_counts_are_kept_per_minute_and_key():
 
 
 def test_an_unknown_local_ip_and_no_domain():
-    stats = Stats("sqlite://", clock=Clock())
+    stats = Stats("sqlite://", clock=FakeClock(T0))
     stats.count("retry", None, "", None)
     assert stats.pending() == {("deliveries_total", T0, "", None): [0, 0, 1]}
 
@@ -72,7 +65,7 @@ def test_an_unknown_kind_is_refused():
 
 
 def test_minute_rollover_with_a_fake_clock():
-    clock = Clock(T0 + 59)
+    clock = FakeClock(T0 + 59)
     stats = Stats("sqlite://", clock=clock)
     stats.count("success", IP)
     clock.now = T0 + 60
@@ -90,7 +83,7 @@ def test_minute_time_is_naive_utc():
 
 
 def test_flush_writes_every_table(engine):
-    stats = Stats(engine, clock=Clock(T0 + 30))
+    stats = Stats(engine, clock=FakeClock(T0 + 30))
     stats.count("success", IP, "example.com", REMOTE)
     stats.count("failure", IP, "example.com", REMOTE)
     stats.count("retry", "2001:DB8::0:1", "example.org", "2001:db8::25")
@@ -105,7 +98,7 @@ def test_flush_writes_every_table(engine):
 
 
 def test_flushes_of_one_minute_add_to_one_row(engine):
-    clock = Clock(T0)
+    clock = FakeClock(T0)
     stats = Stats(engine, clock=clock)
     stats.count("success", IP, "example.com", REMOTE)
     stats.flush()
@@ -128,7 +121,7 @@ def test_flush_merges_with_an_existing_row(engine):
             dict(time=MINUTE, localip=IP, domain="example.com", success=7, failures=0, retries=0),
             dict(time=MINUTE, localip=IP, domain="other.example", success=3, failures=0,
                  retries=0)])
-    stats = Stats(engine, clock=Clock(T0 + 10))
+    stats = Stats(engine, clock=FakeClock(T0 + 10))
     stats.count("success", IP, "example.com", REMOTE)
     stats.count("retry", IP, "example.com", REMOTE)
     assert stats.flush()
@@ -139,7 +132,7 @@ def test_flush_merges_with_an_existing_row(engine):
 
 def test_a_failed_flush_keeps_the_counts_and_the_next_writes_them_once(engine, caplog):
     tables.metadata.drop_all(engine, tables=[tables.deliveries_ip])   # the write will fail
-    stats = Stats(engine, clock=Clock(T0))
+    stats = Stats(engine, clock=FakeClock(T0))
     stats.count("success", IP, "example.com", REMOTE)
     with caplog.at_level(logging.ERROR):
         assert stats.flush() is False
@@ -154,7 +147,7 @@ def test_a_failed_flush_keeps_the_counts_and_the_next_writes_them_once(engine, c
 
 def test_a_database_that_is_down_keeps_the_counts():
     stats = Stats(lambda: make_engine("postgresql://u@127.0.0.1:1/none", connect_timeout=1),
-                  clock=Clock())
+                  clock=FakeClock(T0))
     stats.count("failure", IP, "example.com", REMOTE)
     assert stats.flush() is False
     assert stats.flush() is False
@@ -162,7 +155,7 @@ def test_a_database_that_is_down_keeps_the_counts():
 
 
 def test_counts_older_than_max_age_are_dropped_when_a_flush_fails(caplog):
-    clock = Clock()
+    clock = FakeClock(T0)
     stats = Stats(lambda: make_engine("postgresql://u@127.0.0.1:1/none", connect_timeout=1),
                   clock=clock, max_age=3600)
     stats.count("success", IP)
@@ -175,7 +168,7 @@ def test_counts_older_than_max_age_are_dropped_when_a_flush_fails(caplog):
 
 
 def test_counts_made_during_a_flush_are_not_lost(engine):
-    stats = Stats(lambda: counting_source(), clock=Clock())
+    stats = Stats(lambda: counting_source(), clock=FakeClock(T0))
 
     def counting_source():          # runs inside flush, after the counts were taken
         stats.count("retry", IP)
@@ -189,7 +182,7 @@ def test_counts_made_during_a_flush_are_not_lost(engine):
 
 
 def test_start_flushes_periodically_and_stop_flushes_the_rest(engine):
-    stats = Stats(engine, interval=0.05, clock=Clock())
+    stats = Stats(engine, interval=0.05, clock=FakeClock(T0))
     stats.start()
     try:
         assert stats.running
@@ -206,7 +199,7 @@ def test_stop_without_start_flushes_and_disposes_an_engine_it_made(tmp_path):
     url = "sqlite:///%s" % (tmp_path / "stats.sqlite")
     engine = make_engine(url)
     tables.metadata.create_all(engine, tables=STATS_TABLES)
-    stats = Stats(url, clock=Clock())
+    stats = Stats(url, clock=FakeClock(T0))
     stats.count("success", IP)
     stats.stop(timeout=5)
     assert rows(engine, tables.deliveries_total) == [(MINUTE, IP, None, 1, 0, 0)]

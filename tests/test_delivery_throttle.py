@@ -10,22 +10,12 @@ import pytest
 from mailerq_gevent.delivery import throttle
 from mailerq_gevent.delivery.throttle import Throttles, TokenBucket
 from mailerq_gevent.settings import CAPACITY_FIELDS, UNLIMITED, Capacity
+from tests.clock import FakeClock
 from tests.rows import snapshot
 
 IP, OTHER_IP = "192.0.2.1", "192.0.2.99"
 MX1, MX2, MX3, MX4 = "198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"
 MX5 = "198.51.100.5"
-
-
-class FakeClock:
-    def __init__(self, now=1000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
 
 
 @pytest.fixture

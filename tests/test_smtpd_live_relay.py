@@ -6,14 +6,7 @@ import json
 from mailerq_gevent.console.live import SECRET, Recorder
 from mailerq_gevent.smtpd.live_relay import LiveRelay, RemoteRecorder
 from mailerq_gevent.transcript import NULL_TAP
-
-
-class Clock:
-    def __init__(self, now=100.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
+from tests.clock import FakeClock
 
 
 def talk(tap, steps):
@@ -52,7 +45,7 @@ def test_a_worker_session_reaches_the_daemons_recorder_without_its_secrets():
 
 
 def test_unwatched_a_worker_sends_one_session_a_second_and_watched_all():
-    sent, clock = [], Clock()
+    sent, clock = [], FakeClock()
     remote = RemoteRecorder(sent.append, clock=clock)
     assert remote.tap("in", "192.0.2.1", "") is not NULL_TAP
     assert remote.tap("in", "192.0.2.2", "") is NULL_TAP

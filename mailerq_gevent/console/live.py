@@ -42,7 +42,8 @@ from gevent.queue import Empty, Queue
 from mailerq_gevent.console.answers import ApiError, json_route
 from mailerq_gevent.console.render import Message
 from mailerq_gevent.console.templates import template
-from mailerq_gevent.transcript import NULL_TAP, SECRET, Transcript, as_text, redact_auth
+from mailerq_gevent.transcript import (NULL_TAP, SECRET, Sampler, Transcript, as_text,
+                                      redact_auth)
 
 MAX_LINE = 1000
 QUEUE_LIMIT = 2000          # events waiting for one slow viewer before it is reset
@@ -200,7 +201,8 @@ class Recorder:
     def __init__(self, size=200, clock=time.time, sample_every=1.0, max_lines=200,
                  max_mime=1 << 20, max_messages=10, budget=32 << 20, max_streams=8,
                  stream_lifetime=300.0, keepalive=15.0):
-        self.size, self.clock, self.sample_every = size, clock, sample_every
+        self.size, self.clock = size, clock
+        self._sampler = Sampler(sample_every, clock)
         self.max_lines, self.max_mime, self.max_messages = max_lines, max_mime, max_messages
         self.budget, self.max_streams = budget, max_streams
         self.stream_lifetime, self.keepalive = stream_lifetime, keepalive
@@ -208,7 +210,6 @@ class Recorder:
         self._conversations = collections.OrderedDict()
         self._subscribers = []
         self._ids = itertools.count(1)
-        self._sampled = None
         self._watchers = []        # called with ``watched`` when it changes
 
     @classmethod
@@ -230,11 +231,9 @@ class Recorder:
 
     def begin(self, direction, peer, local):
         """A new Conversation to record into, or None (not sampled)."""
-        now = self.clock()
-        if not self._subscribers and self._sampled is not None and (
-                self._sampled <= now < self._sampled + self.sample_every):
+        now = self._sampler.take(self.watched)
+        if now is None:
             return None
-        self._sampled = now
         conversation = Conversation(self, next(self._ids), direction, peer, local, now)
         self._conversations[conversation.id] = conversation
         self._evict()

@@ -17,7 +17,8 @@ import base64
 import itertools
 import time
 
-from mailerq_gevent.transcript import NULL_TAP, SECRET, Transcript, as_text, redact_auth
+from mailerq_gevent.transcript import (NULL_TAP, SECRET, Sampler, Transcript, as_text,
+                                      redact_auth)
 
 KEEP = 1 << 20          # bytes of a message sent to the daemon (its recorder keeps as much)
 
@@ -26,18 +27,15 @@ class RemoteRecorder:
     """The worker's side: ``send(notice)`` puts a notice on the channel to the daemon."""
 
     def __init__(self, send, sample_every=1.0, keep=KEEP, clock=time.monotonic):
-        self.send, self.sample_every, self.keep, self.clock = send, sample_every, keep, clock
+        self.send, self.keep = send, keep
         self.watched = False
         self._numbers = itertools.count(1)
-        self._sampled = None
+        self._sampler = Sampler(sample_every, clock)
 
     def tap(self, direction, peer, local):
         """A tee for a new session: a Transcript sent to the daemon, or NULL_TAP."""
-        now = self.clock()
-        if not self.watched and self._sampled is not None and (
-                self._sampled <= now < self._sampled + self.sample_every):
+        if self._sampler.take(self.watched) is None:
             return NULL_TAP
-        self._sampled = now
         number = next(self._numbers)
         self.send({"live": "begin", "n": number, "direction": direction, "peer": peer,
                    "local": local})
