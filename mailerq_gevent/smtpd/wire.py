@@ -18,7 +18,8 @@ Reading (RFC 5321 §4.5.3.1 limits):
 Writing: replies are buffered and sent when the server is about to wait for
 the client (so a pipelined group of commands gets its replies in one write).
 
-``tap`` (``transcript.NULL_TAP`` unless the live view records this session)
+``tap`` (``transcript.NULL_TAP`` unless the live view records this session;
+then a ``transcript.TeeSocket`` sits under the Wire, else nothing does)
 is told every chunk read and every write, and the end: the console's live
 view is a tee here, and the protocol code does not know of it.
 
@@ -35,7 +36,7 @@ import gevent
 from gevent import socket as gsocket
 from greenlet import getcurrent
 
-from mailerq_gevent.transcript import NULL_TAP
+from mailerq_gevent.transcript import NULL_TAP, TeeSocket
 
 RECV_SIZE = 65536
 PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
@@ -135,18 +136,33 @@ class Wire:
         # run for every command a client sends; this one serves every line
         self._loop = gevent.get_hub().loop
         self._line_timer = self._loop.timer(timeout, priority=-1)
-        self.tap = NULL_TAP         # the live view's tee: every chunk read and written
+        self._tap = NULL_TAP
         self._use(sock)
 
-    def _use(self, sock):
-        """Talk over ``sock``: through a ``TurnSocket`` when it is a plain gevent one."""
+    @property
+    def tap(self):
+        """The live view's tee: told every chunk read and written, and the end.
+        Set, it sits between the Wire and its socket; not set, nothing does."""
+        return self._tap
+
+    @tap.setter
+    def tap(self, tap):
+        self._tap = tap
+        self._use(self.sock, self._plain)
+
+    def _use(self, sock, plain=None):
+        """Talk over ``sock``: through a ``TurnSocket`` when it is a plain gevent
+        one, and through the tap's ``TeeSocket`` when there is a tap."""
         self.sock = sock
-        self._io = TurnSocket(sock) if type(sock) is gsocket.socket else sock
+        if plain is None:
+            plain = TurnSocket(sock) if type(sock) is gsocket.socket else sock
+        self._plain = plain
+        self._io = plain if self._tap is NULL_TAP else TeeSocket(plain, self._tap)
 
     def close(self):
         """Close the socket (and the watcher on it); the tap hears the end."""
-        self.tap.end()
-        self._io.close()
+        self._tap.end()
+        self._plain.close()
 
     # -- writing --------------------------------------------------------------
 
@@ -157,7 +173,6 @@ class Wire:
         if self._out:
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
             self._out = []
-            self.tap.sent(data)
             sent = self._io.send(data)      # a reply fits the socket buffer: one syscall
             if sent < len(data):
                 self._io.sendall(data[sent:])
@@ -242,7 +257,7 @@ class Wire:
         self._buffer.clear()
 
     def _socket_has_data(self):
-        io = self._io
+        io = self._plain
         if type(io) is TurnSocket:
             return io.has_data()
         if isinstance(io, ssl.SSLSocket) and io.pending():
@@ -268,7 +283,6 @@ class Wire:
                 timer.close()
         if not chunk:
             raise Closed()
-        self.tap.received(chunk)
         self._buffer += chunk
 
     # -- TLS ------------------------------------------------------------------
@@ -282,8 +296,8 @@ class Wire:
         self.flush()
         self.discard_buffer()
         tls = context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
-        if type(self._io) is TurnSocket:
-            self._io.close()        # its watcher; the socket is the TLS one's now (detached)
+        if type(self._plain) is TurnSocket:
+            self._plain.close()     # its watcher; the socket is the TLS one's now (detached)
         self._use(tls)
         with gevent.Timeout(self.timeout, ReadTimeout):
             tls.do_handshake()
