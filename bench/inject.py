@@ -58,9 +58,25 @@ MODES = ("keep", "reconnect")
 BAR = 2.0           # the issue's bar: the embedded queue at least twice aiosmtpd's rate
 START_TIMEOUT = 30.0    # seconds for a server to answer 220
 STOP_TIMEOUT = 30.0     # seconds for a server to exit after SIGTERM
+RUN_CONFIG = os.path.join("conf", "mailerq.conf")      # what ``make run`` uses, under the root
 
 
 # -- the servers under test ----------------------------------------------------------
+
+def user_config(path, values):
+    """The text of the config file at ``path`` with ``values`` ({key: value}) in
+    place of its own (a key it does not set is added at the end)."""
+    values = {key.strip(): value.strip() for key, value in values.items()}
+    lines = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle.read().splitlines():
+            key = line.partition(":")[0].strip()
+            if not line.lstrip().startswith("#") and key in values:
+                line = "%s: %s" % (key, values.pop(key))
+            lines.append(line)
+    lines += ["%s: %s" % item for item in values.items()]
+    return "\n".join(lines) + "\n"
+
 
 class NotAnswering(Exception):
     """The server did not greet with 220 in time (or exited); carries its output."""
@@ -137,14 +153,15 @@ class DaemonTarget(Target):
         return port
 
     def config(self, port):
+        """``make run``'s config (conf/mailerq.conf) with this run's files, ports
+        and queue names in place of its own, and ``settings`` on top."""
         queue = self.amqp_url or "sqlite:///%s/queue.sqlite" % self.tmp.name
-        lines = ["database: sqlite:///%s/db.sqlite" % self.tmp.name,
-                 "rabbitmq-address: %s" % queue, "rabbitmq-inbox: %s" % self.inbox,
-                 "rabbitmq-outbox: %s" % self.outbox]
-        lines += ["rabbitmq-%s:" % key for key in
-                  ("local", "results", "success", "failure", "retry", "dsn", "reports")]
-        lines += ["smtp-port: %d" % port, "smtp-range: 127.0.0.0/8", "www-port:"]
-        return "\n".join(lines + self.settings) + "\n"
+        values = {"database": "sqlite:///%s/db.sqlite" % self.tmp.name,
+                  "rabbitmq-address": queue, "rabbitmq-inbox": self.inbox,
+                  "rabbitmq-outbox": self.outbox, "smtp-port": str(port),
+                  "www-port": str(free_port())}
+        values.update(line.split(":", 1) for line in self.settings)
+        return user_config(os.path.join(self.root, RUN_CONFIG), values)
 
     def held(self):
         """The inbox depth, read once the daemon has stopped."""
@@ -263,14 +280,33 @@ def load_spec(port, mode, args):
 
 # -- all runs, one row per target and mode -------------------------------------------
 
+def daemon_settings(args):
+    """The config lines the command line changes from conf/mailerq.conf's."""
+    return ["%s: %s" % (key, value) for key, value in
+            (("smtp-threads", args.smtp_threads), ("log-level", args.log_level)) if value]
+
+
+def describe_daemon(args):
+    conf = config_values_of(os.path.join(args.root, RUN_CONFIG), daemon_settings(args))
+    return "conf/mailerq.conf (as make run), smtp-threads %s, log-level %s" % (
+        conf.smtp_threads, conf.log_level)
+
+
+def config_values_of(path, settings):
+    """The parsed config a daemon would run with (``user_config``'s text)."""
+    from mailerq_gevent import config
+    return config.parse_text(user_config(path, dict(line.split(":", 1) for line in settings)),
+                             path)
+
+
 def make_targets(args, notes):
     targets = [AiosmtpdTarget(os.path.join(HERE, "aiosmtpd_discard.py"))]
-    settings = ["log-level: %s" % args.log_level, "smtp-threads: %d" % args.smtp_threads]
+    settings = daemon_settings(args)
     if "embedded" in args.targets:
-        targets.append(DaemonTarget("embedded queue", None, ROOT, settings))
+        targets.append(DaemonTarget("embedded queue", None, args.root, settings))
     if "rabbitmq" in args.targets:
         if args.rabbitmq and rabbit_reachable(args.rabbitmq):
-            targets.append(DaemonTarget("rabbitmq", args.rabbitmq, ROOT, settings))
+            targets.append(DaemonTarget("rabbitmq", args.rabbitmq, args.root, settings))
         else:
             notes.append("rabbitmq: skipped, nothing listens at %s" % (args.rabbitmq or "''"))
     return targets
@@ -370,7 +406,7 @@ def report(args, rows, notes, load):
               args.size, args.sessions, args.messages, args.procs,
               ", pipelining" if args.pipeline else "",
               " and smtp-source" if source else "", args.runs, load, os.cpu_count()))
-    print("daemon: smtp-threads %d, log-level %s" % (args.smtp_threads, args.log_level))
+    print("daemon: %s" % describe_daemon(args))
     header = "%-20s %-9s %8s %8s %8s %10s" % ("target", "mode", "msg/s", "p50 ms", "p99 ms",
                                               "x aiosmtpd")
     if source:
@@ -442,10 +478,12 @@ def parse_args(argv):
                         help="besides aiosmtpd: embedded,rabbitmq")
     parser.add_argument("--rabbitmq", default=RABBIT, help="AMQP URL ('' to skip)")
     parser.add_argument("--smtp-source", choices=("auto", "yes", "no"), default="auto")
-    parser.add_argument("--smtp-threads", type=int, default=1,
-                        help="the daemon's smtp-threads (SMTP worker processes)")
-    parser.add_argument("--log-level", default="info",
-                        help="the daemon's log-level (info, its default, logs each message)")
+    parser.add_argument("--root", default=ROOT, help="the daemon's source tree, with its "
+                        "conf/mailerq.conf (default: this one; another checkout for an A/B)")
+    parser.add_argument("--smtp-threads", help="the daemon's smtp-threads (default: as "
+                        "conf/mailerq.conf says, i.e. as make run runs it)")
+    parser.add_argument("--log-level", help="the daemon's log-level (default: as "
+                        "conf/mailerq.conf says)")
     parser.add_argument("--allow-errors", action="store_true")
     parser.add_argument("--json", action="store_true")
     return parser.parse_args(argv)

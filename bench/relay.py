@@ -1,7 +1,7 @@
 """End-to-end relay rate: SMTP in, through the queue, SMTP out to a sink; Postfix beside it.
 
     .venv/bin/python bench/relay.py [--messages 10000] [--runs 3] [--postfix | --peer HOST:PORT]
-        [--variants base,rabbitmq,dkim,100k|all] [--sink-port 2726] [--json]
+        [--variants base,rabbitmq,dkim,100k|all] [--peer-dkim] [--sink-port 2726] [--json]
 
 ``--messages`` messages of ``--size`` bytes (2 KB) over ``--sessions`` (20)
 kept-open sessions go into an MTA relaying them to one SMTP sink on
@@ -12,25 +12,32 @@ if installed, else bench/smtpload.py; sink: ``smtp-sink -c`` (its ``mesg=N``
 counter), else tests/smtp_sink.py in a child printing the same counter.
 
 Rows (each MTA started afresh per run; runs interleaved across rows):
-``daemon`` (``python -m mailerq_gevent``, embedded queue, SMTP publishing
-straight to the outbox, ``relay`` to the sink, no result queues;
-``smtp-threads`` one per CPU unless ``--smtp-threads`` says otherwise, as the
-MailerQ document recommends, so SMTP sessions and delivery use every core as
-Postfix's processes do); the
+``daemon`` (``python -m mailerq_gevent`` on conf/mailerq.conf, the config
+``make run`` uses, with this run's files, ports and ``relay`` to the sink in
+place of its own; ``--smtp-threads`` / ``--log-level`` change those two); the
 ``--variants`` ``rabbitmq`` (queues named for the run, deleted after; skipped
 when unreachable), ``dkim`` (RSA-2048 ``dkim_keys`` and ``dkim_patterns``
 rows for the sender's domain seeded before start; an extra 5-message run to
 the project's sink checks that signatures arrive and verify), ``100k``
 (102,400-byte messages); the peer at each size (``--peer``: an MTA relaying
 to the sink port; ``--postfix``: set up by ../shared/bench/postfix-peer.sh,
-stopped after). The bar: the daemon at least 3x the peer, same load and sink.
+stopped after). ``--peer-dkim`` (implies ``--postfix`` and ``dkim``) sets the
+peer up with ../shared/bench/postfix-dkim-peer.sh and adds the row
+``postfix+opendkim``: Postfix signing through OpenDKIM as a milter
+(RSA-2048, relaxed/relaxed), the milter switched on for that row's runs and
+off for the others; the daemon's dkim row signs with the same key and is
+compared with it. The bars (``BARS``): daemon 4x the peer, dkim 6x the
+signing peer, rabbitmq 3x, 100k 2x with the daemon's processes under 300 MB
+resident.
 
 Columns: ``msg/s`` (median of ``--runs``), ``x peer`` (over the peer at the
-same size), ``inject/s`` (the generator's rate, until its last 250), ``cpu
-s/1k`` (CPU seconds per 1000 messages of the MTA's process tree, reaped
-children included, from before the load until the sink is full; Postfix:
-its master's tree), ``held`` (the sink's count against the accepted: ok,
-LOST n, EXTRA n), ``runs`` (each run's msg/s). Incomplete runs, SMTP
+same size, signed over signed), ``x plain`` (over the plain peer),
+``inject/s`` (the generator's rate, until its last 250), ``cpu s/1k`` (CPU
+seconds per 1000 messages of the MTA's process tree, reaped children
+included, from before the load until the sink is full; Postfix: its master's
+tree), ``rss MB`` (the most the MTA's processes held resident together,
+looked at every 0.25 s), ``held`` (the sink's count against the accepted:
+ok, LOST n, EXTRA n), ``runs`` (each run's msg/s). Incomplete runs, SMTP
 errors, an MTA not stopping cleanly, a failed DKIM check: exit status 1.
 """
 # bench/ holds queue.py and dkim.py, named like modules that kombu and we import:
@@ -55,14 +62,20 @@ import time  # noqa: E402
 
 from bench import inject, smtpload  # noqa: E402
 
-BAR = 3.0                   # the issue's bar: the daemon at least 3x Postfix's relay rate
+# the bars (issue 13): each daemon row against the peer at its size (signed against signed)
+BARS = {"daemon": 4.0, "daemon dkim": 6.0, "daemon rabbitmq": 3.0, "daemon 100k": 2.0}
+RSS_BAR = 300 << 20         # bytes: the 100k row's daemon (all its processes) during a run
 BIG = 102400                # the 100k variant's message size
 VARIANTS = ("base", "rabbitmq", "dkim", "100k")
 POSTFIX = ("127.0.0.1", 2725)
 PEER_SCRIPT = os.path.normpath(os.path.join(ROOT, "..", "shared", "bench", "postfix-peer.sh"))
+DKIM_PEER_SCRIPT = os.path.join(os.path.dirname(PEER_SCRIPT), "postfix-dkim-peer.sh")
+DKIM_PEER_KEY = "/run/mailerq-bench-opendkim/bench.private"    # the key that script makes
+MILTER = "inet:127.0.0.1:8891"                                  # where its OpenDKIM listens
 MASTER_PID = "/var/spool/postfix/pid/master.pid"
 POLL = 0.005                # seconds between looks at the sink's counter
 SETTLE = 0.5                # seconds to wait for duplicates once the sink is full
+RSS_EVERY = 0.25            # seconds between looks at the MTA's resident memory
 DKIM_DOMAIN, DKIM_SELECTOR = "example.com", "bench"     # smtpload's From domain
 _COUNTER = re.compile(rb"mesg=(\d+)")
 
@@ -87,8 +100,8 @@ def seed_database(path, rows):
 class RelayDaemon(inject.DaemonTarget):
     """inject's daemon, SMTP publishing straight to the outbox, its database seeded."""
 
-    def __init__(self, name, amqp_url, settings, seed=None):
-        super().__init__(name, amqp_url, ROOT, settings)
+    def __init__(self, name, amqp_url, settings, seed=None, root=ROOT):
+        super().__init__(name, amqp_url, root, settings)
         self.seed = seed or {}
 
     def config(self, port):
@@ -102,13 +115,24 @@ class RelayDaemon(inject.DaemonTarget):
 
 
 class Peer(inject.Target):
-    """Another MTA, already running at ``port``; its CPU is counted given its pid file."""
+    """Another MTA, already running at ``port``; its CPU is counted given its pid file.
+    ``milter`` True / False: the Postfix peer signs through OpenDKIM, or not (its
+    ``smtpd_milters`` set before the run when it differs, then ``postfix reload``)."""
 
-    def __init__(self, name, port, pidfile=None):
+    signing = None              # what the Postfix peer was last set to (one Postfix for all)
+
+    def __init__(self, name, port, pidfile=None, milter=None):
         super().__init__()
-        self.name, self.port, self.pidfile = name, port, pidfile
+        self.name, self.port, self.pidfile, self.milter = name, port, pidfile, milter
 
     def start(self):
+        if self.milter is not None and Peer.signing is not self.milter:
+            value = MILTER if self.milter else ""
+            subprocess.run(["postconf", "-e", "smtpd_milters = " + value,
+                            "non_smtpd_milters = " + value], check=True)
+            subprocess.run(["postfix", "reload"], check=True, capture_output=True)
+            time.sleep(1.0)     # the old smtpd processes finish, new ones read the change
+            Peer.signing = self.milter
         return self.port
 
     def pids(self):
@@ -121,20 +145,31 @@ class Peer(inject.Target):
 
 def tree_cpu(roots):
     """CPU seconds of ``roots``, their live descendants and their reaped children."""
-    parent, ticks = {}, {}
+    ticks = _tree(roots, lambda fields: sum(int(x) for x in fields[11:15]))  # u/s/cu/cs time
+    return sum(ticks.values()) / os.sysconf("SC_CLK_TCK") if ticks else None
+
+
+def tree_rss(roots):
+    """Resident bytes of ``roots`` and their live descendants (None: none alive)."""
+    pages = _tree(roots, lambda fields: int(fields[21]))
+    return sum(pages.values()) * os.sysconf("SC_PAGE_SIZE") if pages else None
+
+
+def _tree(roots, read):
+    """{pid: read(stat fields after the name)} for ``roots`` and their descendants."""
+    parent, values = {}, {}
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open("/proc/%s/stat" % entry) as handle:
                 fields = handle.read().rpartition(")")[2].split()
         except OSError:
             continue
-        parent[int(entry)] = int(fields[1])
-        ticks[int(entry)] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    tree, frontier = set(), [pid for pid in roots if pid in ticks]
+        parent[int(entry)], values[int(entry)] = int(fields[1]), read(fields)
+    tree, frontier = set(), [pid for pid in roots if pid in values]
     while frontier:
         tree.update(frontier)
         frontier = [pid for pid, ppid in parent.items() if ppid in frontier and pid not in tree]
-    return sum(ticks[pid] for pid in tree) / os.sysconf("SC_CLK_TCK") if tree else None
+    return {pid: values[pid] for pid in tree}
 
 
 # -- the sink ----------------------------------------------------------------------
@@ -163,11 +198,16 @@ class Sink(inject.Target):
         found = _COUNTER.findall(os.pread(self.out.fileno(), 256, max(0, size - 256)))
         return int(found[-1]) if found else 0
 
-    def wait_for(self, count, deadline):
-        """The monotonic time the sink held ``count``; None at ``deadline``."""
+    def wait_for(self, count, deadline, every=None):
+        """The monotonic time the sink held ``count``; None at ``deadline``.
+        ``every()`` is called about every RSS_EVERY seconds meanwhile."""
+        looked = 0.0
         while time.monotonic() < deadline:
             if self.held() >= count:
                 return time.monotonic()
+            if every is not None and time.monotonic() - looked >= RSS_EVERY:
+                every()
+                looked = time.monotonic()
             time.sleep(POLL)
         return None
 
@@ -195,9 +235,16 @@ def sink_child(port):
 
 # -- DKIM: the seed rows, and a check that they sign -----------------------------------
 
-def dkim_seed():
-    from mailerq_gevent.signing import generate_key
-    pem, txt = generate_key("rsa-sha256", 2048)
+def dkim_seed(key_file=None):
+    """The dkim rows for the sender's domain: a new RSA-2048 key, or the one in
+    ``key_file`` (the signing peer's, so both sign with the same key)."""
+    from mailerq_gevent.signing import generate_key, public_txt
+    if key_file:
+        with open(key_file) as handle:
+            pem = handle.read()
+        txt = public_txt(pem)
+    else:
+        pem, txt = generate_key("rsa-sha256", 2048)
     rows = {"dkim_keys": [{"id": 1, "domain": DKIM_DOMAIN, "selector": DKIM_SELECTOR,
                            "privatekey": pem, "algorithm": "rsa-sha256", "expire": 0}],
             "dkim_patterns": [{"sign": "*@" + DKIM_DOMAIN, "type": "fnmatch", "key": 1}]}
@@ -210,7 +257,8 @@ def check_dkim(args, seed, txt, count=5):
     import dkim
     from tests.smtp_sink import SmtpSink
     sink = SmtpSink().start()
-    daemon = RelayDaemon("dkim check", None, daemon_settings(args, sink.port), seed)
+    daemon = RelayDaemon("dkim check", None, daemon_settings(args, sink.port), seed,
+                         root=args.root)
     try:
         port = daemon.start()
         with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
@@ -235,23 +283,31 @@ def check_dkim(args, seed, txt, count=5):
 # -- the runs -------------------------------------------------------------------------
 
 def daemon_settings(args, sink_port):
-    return ["log-level: %s" % args.log_level, "smtp-threads: %d" % args.smtp_threads,
-            "relay: 127.0.0.1:%d" % sink_port]
+    return inject.daemon_settings(args) + ["relay: 127.0.0.1:%d" % sink_port]
 
 
 def one_run(row, sink, args):
     """MTA up, the load, wait for the sink, MTA down; figures and accounting."""
-    target, before = row["target"], sink.held()
+    target, before, peak = row["target"], sink.held(), [0]
+
+    def look():
+        peak[0] = max(peak[0], tree_rss(target.pids()) or 0)
+
     try:
         port = target.start()
         cpu0 = tree_cpu(target.pids())
-        result = args.runner(smtpload.LoadSpec(
-            host=row["host"], port=port, sessions=args.sessions, messages=args.messages,
-            size=row["size"], mode="keep", procs=args.procs))
+        sampler = RssSampler(look).start()
+        try:
+            result = args.runner(smtpload.LoadSpec(
+                host=row["host"], port=port, sessions=args.sessions, messages=args.messages,
+                size=row["size"], mode="keep", procs=args.procs))
+        finally:
+            sampler.stop()
         accepted = result["accepted"] or 0
         start = time.monotonic() - result["seconds"]
-        full = sink.wait_for(before + accepted, start + args.timeout)
+        full = sink.wait_for(before + accepted, start + args.timeout, every=look)
         cpu1 = tree_cpu(target.pids())
+        look()
         time.sleep(SETTLE)
     finally:
         ended = target.stop()
@@ -260,39 +316,69 @@ def one_run(row, sink, args):
     return {"rate": accepted / (full - start) if full and accepted else None,
             "inject_rate": result["rate"], "accepted": accepted, "held": sink.held() - before,
             "complete": full is not None, "errors": result["errors"],
-            "error_samples": result["error_samples"], "server_ended": ended, "cpu_per_1k": cpu}
+            "error_samples": result["error_samples"], "server_ended": ended, "cpu_per_1k": cpu,
+            "peak_rss": peak[0] or None}
+
+
+class RssSampler:
+    """``look()`` every RSS_EVERY seconds in a thread while the load runs."""
+
+    def __init__(self, look):
+        import threading
+        self.look, self.done = look, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while not self.done.wait(RSS_EVERY):
+            self.look()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
 
 
 def make_rows(args, notes):
     settings = daemon_settings(args, args.sink_port)
-    rows = [_row("daemon", RelayDaemon("daemon", None, settings), args.size)]
+    rows = [_row("daemon", RelayDaemon("daemon", None, settings, root=args.root), args.size)]
     if "rabbitmq" in args.variants:
         if inject.rabbit_reachable(args.rabbitmq):
             rows.append(_row("daemon rabbitmq",
-                             RelayDaemon("daemon rabbitmq", args.rabbitmq, settings), args.size))
+                             RelayDaemon("daemon rabbitmq", args.rabbitmq, settings,
+                                         root=args.root), args.size))
         else:
             notes.append("rabbitmq: skipped, nothing listens at %s" % args.rabbitmq)
     if "dkim" in args.variants:
-        seed, txt = dkim_seed()
+        seed, txt = dkim_seed(DKIM_PEER_KEY if args.peer_dkim else None)
         ok, line = check_dkim(args, seed, txt)
         notes.append(line)
         args.failed |= not ok
-        rows.append(_row("daemon dkim", RelayDaemon("daemon dkim", None, settings, seed),
+        rows.append(_row("daemon dkim", RelayDaemon("daemon dkim", None, settings, seed,
+                                                    root=args.root),
                          args.size))
     if "100k" in args.variants:
-        rows.append(_row("daemon 100k", RelayDaemon("daemon 100k", None, settings), BIG))
+        rows.append(_row("daemon 100k", RelayDaemon("daemon 100k", None, settings,
+                                                    root=args.root), BIG))
     if args.peer:
         host, port = args.peer
         name = "postfix" if args.postfix else "peer %s:%d" % (host, port)
+        milter = False if args.peer_dkim else None
         for size in sorted({r["size"] for r in rows}):
-            peer = Peer(name, port, MASTER_PID if args.postfix else None)
+            peer = Peer(name, port, MASTER_PID if args.postfix else None, milter)
             rows.append(_row(name + ("" if size == args.size else " 100k"), peer, size, host))
+        if args.peer_dkim:
+            rows.append(_row("postfix+opendkim", Peer("postfix+opendkim", port, MASTER_PID,
+                                                      True), args.size, host, signed=True))
     return rows
 
 
-def _row(name, target, size, host="127.0.0.1"):
+def _row(name, target, size, host="127.0.0.1", signed=None):
+    signed = name.endswith(" dkim") if signed is None else signed
     return {"name": name, "target": target, "size": size, "host": host,
-            "peer": isinstance(target, Peer), "runs": []}
+            "peer": isinstance(target, Peer), "signed": signed, "runs": []}
 
 
 def measure(args, rows, sink, notes):
@@ -316,6 +402,8 @@ def summarize(row):
     accounting = ("ok" if held == accepted else "LOST %d" % (accepted - held)
                   if held < accepted else "EXTRA %d" % (held - accepted))
     return {"name": row["name"], "size": row["size"], "peer": row["peer"],
+            "signed": row["signed"],
+            "peak_rss": max((r["peak_rss"] or 0 for r in runs), default=0) or None,
             "rate": inject._median(r["rate"] for r in runs),
             "inject_rate": inject._median(r["inject_rate"] for r in runs),
             "cpu_per_1k": inject._median(r["cpu_per_1k"] for r in runs),
@@ -328,10 +416,22 @@ def summarize(row):
 
 
 def add_ratios(rows):
+    """``x_peer``: over the peer at the same size (a signed row: over the signing
+    peer when there is one), ``x_plain``: over the plain peer at that size."""
     for r in rows:
-        peer = next((p for p in rows if p["peer"] and p["size"] == r["size"]), None)
-        ok = peer is not None and not r["peer"] and peer["rate"] and r["rate"]
-        r["x_peer"] = r["rate"] / peer["rate"] if ok else None
+        plain = next((p for p in rows if p["peer"] and not p["signed"]
+                      and p["size"] == r["size"]), None)
+        signing = next((p for p in rows if p["peer"] and p["signed"]
+                        and p["size"] == r["size"]), None)
+        peer = signing if r["signed"] and signing is not None else plain
+        r["x_peer"] = _ratio(r, peer)
+        r["x_plain"] = _ratio(r, plain)
+        r["peer_name"] = peer["name"] if peer is not None else None
+
+
+def _ratio(row, peer):
+    ok = peer is not None and not row["peer"] and peer["rate"] and row["rate"]
+    return row["rate"] / peer["rate"] if ok else None
 
 
 # -- output ----------------------------------------------------------------------------
@@ -341,13 +441,15 @@ def report(args, rows, notes, load):
           "median of %d runs; load average before: %.2f on %d CPUs" % (
               args.messages, args.sessions, args.generator, args.sink, args.sink_port,
               args.runs, load, os.cpu_count()))
-    print("daemon: embedded queue unless named, smtp-threads %d, log-level %s"
-          % (args.smtp_threads, args.log_level))
-    line = "%-22s %7s %8s %7s %9s %9s  %-10s %s"
-    print(line % ("MTA", "size", "msg/s", "x peer", "inject/s", "cpu s/1k", "held", "runs"))
+    print("daemon: embedded queue unless named, %s" % inject.describe_daemon(args))
+    line = "%-22s %7s %8s %7s %8s %9s %9s %7s  %-10s %s"
+    print(line % ("MTA", "size", "msg/s", "x peer", "x plain", "inject/s", "cpu s/1k",
+                  "rss MB", "held", "runs"))
     for r in rows:
         print(line % (r["name"], r["size"], _num(r["rate"], "%.0f"), _num(r["x_peer"], "%.2fx"),
-                      _num(r["inject_rate"], "%.0f"), _num(r["cpu_per_1k"], "%.2f"),
+                      _num(r["x_plain"], "%.2fx"), _num(r["inject_rate"], "%.0f"),
+                      _num(r["cpu_per_1k"], "%.2f"),
+                      _num(r["peak_rss"] and r["peak_rss"] / 1e6, "%.0f"),
                       r["accounting"], r["rate_runs"]))
     for line in bar_lines(rows) + notes:
         print(line)
@@ -358,10 +460,18 @@ def _num(value, fmt):
 
 
 def bar_lines(rows):
-    base, lines = rows[0] if rows and rows[0]["name"] == "daemon" else None, []
-    if base is not None and base["x_peer"] is not None:
-        lines.append("bar (daemon >= %.1fx the peer, same load, same sink): %.2fx, %s" % (
-            BAR, base["x_peer"], "met" if base["x_peer"] >= BAR else "NOT met"))
+    lines = []
+    for r in rows:
+        bar = BARS.get(r["name"])
+        if bar is None or r["x_peer"] is None:
+            continue
+        lines.append("bar: %s >= %.1fx %s (same load, same sink): %.2fx, %s" % (
+            r["name"], bar, r["peer_name"], r["x_peer"], "met" if r["x_peer"] >= bar
+            else "NOT met"))
+        if r["size"] == BIG and r["peak_rss"]:
+            lines.append("bar: %s RSS < %d MB: %.0f MB at the most, %s" % (
+                r["name"], RSS_BAR >> 20, r["peak_rss"] / 1e6,
+                "met" if r["peak_rss"] < RSS_BAR else "NOT met"))
     for r in rows:
         found = [r["incomplete"] and "%d RUN(S) INCOMPLETE" % r["incomplete"],
                  r["errors"] and "%d SMTP ERRORS, e.g. %s" % (r["errors"], r["error_samples"]),
@@ -387,14 +497,18 @@ def parse_args(argv):
     add("--dkim", action="store_true", help="adds the dkim variant")
     add("--peer", type=_host_port, help="HOST:PORT of an MTA relaying to the sink port")
     add("--postfix", action="store_true", help="set up Postfix as the peer, stop it after")
+    add("--peer-dkim", action="store_true",
+        help="--postfix and the dkim variant, and a row of Postfix signing through OpenDKIM "
+             "as a milter (../shared/bench/postfix-dkim-peer.sh) with the daemon's key")
     add("--sink-port", type=int, default=2726)
     add("--generator", choices=("auto", "smtp-source", "smtpload"), default="auto")
     add("--sink", choices=("auto", "smtp-sink", "project"), default="auto")
     add("--procs", type=int, default=smtpload.DEFAULT_PROCS, help="smtpload processes")
-    add("--smtp-threads", type=int, default=os.cpu_count() or 1,
-        help="the daemon's smtp-threads (default: one per CPU, as MailerQ recommends; "
-             "1 runs it in a single process)")
-    add("--log-level", default="info")
+    add("--root", default=ROOT, help="the daemon's source tree, with its conf/mailerq.conf "
+                                     "(default: this one; another checkout for an A/B)")
+    add("--smtp-threads", help="the daemon's smtp-threads (default: conf/mailerq.conf's, "
+                               "as make run runs it; 1 runs it in a single process)")
+    add("--log-level", help="the daemon's log-level (default: conf/mailerq.conf's)")
     add("--json", action="store_true")
     add("--sink-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -402,7 +516,8 @@ def parse_args(argv):
         return args
     variants = set(VARIANTS if "all" in args.variants else args.variants)
     variants |= {"rabbitmq"} if args.rabbitmq else set()
-    variants |= {"dkim"} if args.dkim else set()
+    variants |= {"dkim"} if args.dkim or args.peer_dkim else set()
+    args.postfix |= args.peer_dkim
     args.variants, args.rabbitmq = sorted(variants), args.rabbitmq or inject.RABBIT
     args.peer = args.peer or (POSTFIX if args.postfix else None)
     args.generator = _which(args.generator, "smtp-source", "smtpload")
@@ -427,11 +542,11 @@ def _host_port(text):
     return host, int(port)
 
 
-def postfix_peer(*argv):
-    if not os.access(PEER_SCRIPT, os.X_OK):
+def postfix_peer(*argv, script=PEER_SCRIPT):
+    if not os.access(script, os.X_OK):
         raise SystemExit("relay: --postfix needs %s (it sets up a loopback Postfix), which is "
-                         "missing; set up a peer yourself and give --peer" % PEER_SCRIPT)
-    subprocess.run([PEER_SCRIPT] + list(argv), check=True, stdout=sys.stderr)
+                         "missing; set up a peer yourself and give --peer" % script)
+    subprocess.run([script] + list(argv), check=True, stdout=sys.stderr)
 
 
 def run_all(args, notes):
@@ -439,13 +554,14 @@ def run_all(args, notes):
     try:
         sink.start()
         if args.postfix:
-            postfix_peer(str(args.sink_port))
+            postfix_peer(str(args.sink_port), script=DKIM_PEER_SCRIPT if args.peer_dkim
+                         else PEER_SCRIPT)
         return measure(args, make_rows(args, notes), sink, notes)
     except inject.NotAnswering as exc:
         raise SystemExit("relay: the sink (%s) is not answering: %s" % (args.sink, exc))
     finally:
         if args.postfix:
-            postfix_peer("stop")
+            postfix_peer("stop", script=DKIM_PEER_SCRIPT if args.peer_dkim else PEER_SCRIPT)
         sink.stop()
         sink.cleanup()
 

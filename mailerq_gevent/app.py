@@ -96,11 +96,12 @@ class App:
         return console_app.ConsoleServer(context, tls_context=tls)
 
     def status(self):
-        """Open connections for the console: inbound (None when the SMTP
-        sessions run in worker processes), outbound (busy or idle), idle."""
+        """Open connections for the console: inbound (here, or in all the SMTP
+        worker processes), outbound (busy or idle), idle."""
         found = {type(part): part for part in self.parts}
-        smtp, engine = found.get(SMTPServer), found.get(DeliveryEngine)
-        return {"inbound": len(smtp.sessions()) if smtp else None,
+        smtp = found.get(SMTPServer) or found.get(WorkerPool)
+        engine = found.get(DeliveryEngine)
+        return {"inbound": smtp.inbound() if smtp else None,
                 "outbound": engine.pool.open_count if engine else 0,
                 "idle": engine.pool.idle_count if engine else 0}
 

@@ -42,7 +42,7 @@ KEYS = {
     "smtp-connections-in": (v.count, "500"),
     "smtp-connections-out": (v.count, "500"),
     "smtp-maxsize": (v.size, "100MB"),
-    "smtp-threads": (v.count, "1"),
+    "smtp-threads": (v.processes, "auto"),
     "smtp-timeout": (v.duration, "300"),
     "smtp-protection": (v.boolean, "true"),
     "smtp-extract": (v.boolean, "true"),

@@ -7,6 +7,7 @@ set" for the optional types.
 """
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -51,6 +52,21 @@ def count(raw):
     if value < 0:
         raise ValueError("%d is negative" % value)
     return value
+
+
+def processes(raw):
+    """A number of processes: ``auto`` (one per CPU this process may run on) or a count."""
+    if raw.strip().lower() == "auto":
+        return cpus()
+    return count(raw)
+
+
+def cpus():
+    """The CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def boolean(raw):

@@ -1,6 +1,7 @@
 """The config file: value types, defaults, and errors naming file and line."""
 
 import ipaddress
+import os
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,20 @@ def test_run_config_is_valid_and_embedded():
     assert conf.smtp_port == (2525,) and conf.www_port == 8485
     assert conf.rabbitmq_inbox == conf.rabbitmq_outbox == "outbox"
     assert conf.rabbitmq_results == "" and conf.rabbitmq_retry == ""
+    assert conf.smtp_threads == len(os.sched_getaffinity(0))     # auto: every core
+
+
+@pytest.mark.parametrize("raw, threads", [
+    ("auto", len(os.sched_getaffinity(0))), ("AUTO", len(os.sched_getaffinity(0))),
+    ("1", 1), ("3", 3)])
+def test_smtp_threads_auto_is_one_per_cpu(raw, threads):
+    assert parse("smtp-threads: %s\n" % raw).smtp_threads == threads
+    assert config.defaults().smtp_threads == len(os.sched_getaffinity(0))
+
+
+def test_smtp_threads_error_names_the_line():
+    assert error_of("log-level: info\nsmtp-threads: many\n").startswith(
+        "test.conf:2: smtp-threads:")
 
 
 def test_comments_blank_lines_and_spacing():

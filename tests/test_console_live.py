@@ -303,7 +303,7 @@ def test_the_json_api_lists_and_shows_conversations(live):
 
 
 def test_the_pages_show_the_dialogue_escaped_and_the_sandboxed_frame(live):
-    c = live()
+    c = live(smtp_threads=1)
     conversation = recorded(c.context.recorder, lines=[("client", "EHLO <b>x</b>")],
                             mime=HOSTILE_HTML)
     session = c.login()

@@ -5,6 +5,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,22 +87,43 @@ def test_run_as_module_and_script_agree():
     assert out.returncode == 0 and "--purge-database" in out.stdout
 
 
-def test_the_console_reports_open_connections(tmp_path, daemon):
-    """The daemon wires its SMTP server and senders into the console's status."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_console_reports_open_connections(tmp_path, daemon, threads):
+    """The daemon wires its SMTP server (or its SMTP worker processes, which
+    tell it their sessions) and its senders into the console's status."""
+    import socket
+
     import requests
 
     from tests.smtp_sink import free_port
     www, smtp = free_port(), free_port()
     conf = write_config(tmp_path, "www-port: %d\nwww-ip: 127.0.0.1\nwww-auth: hardcoded://a:b\n"
                                   "www-api-token: t0ken\nsmtp-port: %d\nsmtp-ip: 127.0.0.1\n"
-                                  % (www, smtp))
+                                  "smtp-threads: %d\n" % (www, smtp, threads))
     conf.write_text(conf.read_text().replace("www-port:\n", "").replace("smtp-port:\n", ""))
     proc = daemon(conf)
     proc.wait_for("event=console.listening")
-    import socket
-    with socket.create_connection(("127.0.0.1", smtp)) as client:
-        client.recv(100)
-        status = requests.get("http://127.0.0.1:%d/api/status" % www, timeout=10,
-                              headers={"Authorization": "Bearer t0ken"}).json()
-    assert status["connections"] == {"inbound": 1, "outbound": 0, "idle": 0}
+    if threads > 1:
+        proc.wait_for("event=smtp.worker_started index=1")
+
+    def status():
+        return requests.get("http://127.0.0.1:%d/api/status" % www, timeout=10,
+                            headers={"Authorization": "Bearer t0ken"}).json()["connections"]
+
+    def settles(expected):
+        deadline = time.monotonic() + 10
+        while status() != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return status()
+
+    clients = [socket.create_connection(("127.0.0.1", smtp)) for _ in range(3)]
+    try:
+        for client in clients:
+            assert client.recv(100).startswith(b"220")
+        assert settles({"inbound": 3, "outbound": 0, "idle": 0}) == {
+            "inbound": 3, "outbound": 0, "idle": 0}
+    finally:
+        for client in clients:
+            client.close()
+    assert settles({"inbound": 0, "outbound": 0, "idle": 0})["inbound"] == 0
     assert proc.stop() == 0

@@ -97,6 +97,10 @@ class SMTPServer:
         """The sessions open now (for the console)."""
         return list(self._open.values())
 
+    def inbound(self):
+        """How many sessions are open now."""
+        return len(self._open)
+
     # -- connections ----------------------------------------------------------
 
     def _handle(self, sock, address, secure):

@@ -35,6 +35,7 @@ from mailerq_gevent.smtpd.server import SMTPServer, listen_all  # noqa: E402
 
 log = logs.get(__name__)
 STOP_TIMEOUT = 30.0
+INBOUND_EVERY = 0.1     # seconds between looks at the number of open sessions
 
 
 def parse_args(argv):
@@ -68,6 +69,7 @@ def main(argv=None):
     server.protection.on_failure, control.on_block = control.auth_failed, server.protection.block
     control.on_watch = lambda watched: _watch(recorder, args.index, watched)
     server.start()
+    counting = gevent.spawn(_tell_inbound, server, control)
     log.info("smtp.worker_started", index=args.index)
     stopping = Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -75,12 +77,24 @@ def main(argv=None):
     gevent.wait([stopping, control.reader], count=1)
     if not stopping.is_set():
         log.error("smtp.worker_orphaned", index=args.index, detail="the daemon process is gone")
+    counting.kill()
     server.stop(STOP_TIMEOUT if stopping.is_set() else 1.0)
     broker.stop(5)
     control.stop()
     reloader.stop(5)
     log.info("smtp.worker_stopped", index=args.index)
     return 0
+
+
+def _tell_inbound(server, control):
+    """Tell the daemon how many sessions are open here, whenever that changed."""
+    told = 0
+    while True:
+        gevent.sleep(INBOUND_EVERY)
+        count = server.inbound()
+        if count != told:
+            control.send({"inbound": count})
+            told = count
 
 
 def _watch(recorder, index, watched):

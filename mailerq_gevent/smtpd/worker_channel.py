@@ -159,7 +159,7 @@ class Control:
         self.channel.close()
 
 
-def serve_channel(channel, on_commit, on_auth_failed=None, on_live=None):
+def serve_channel(channel, on_commit, on_auth_failed=None, on_live=None, on_inbound=None):
     """The daemon's side for one worker: ``on_commit(due)`` for every commit
     notice, ``on_auth_failed(ip)`` for every failed login, ``on_live(notice)``
     for every live-view notice. Returns when the worker closes its end."""
@@ -173,5 +173,7 @@ def serve_channel(channel, on_commit, on_auth_failed=None, on_live=None):
                     on_auth_failed(str(notice["auth_failed"]))
                 if notice.get("live") and on_live is not None:
                     on_live(notice)
+                if "inbound" in notice and on_inbound is not None:
+                    on_inbound(int(notice["inbound"]))
     except (ChannelClosed, OSError, ValueError):
         pass

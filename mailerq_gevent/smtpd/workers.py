@@ -14,7 +14,9 @@ daemon's ``EmbeddedQueue.committed_elsewhere``), which wakes its consumers.
 
 The connection limits are shared out: each worker gets ``smtp-connections``
 and ``smtp-connections-in`` divided by the number of workers (rounded up).
-Failed logins (``smtp-protection``) are counted by each worker and, for all of
+Each worker tells the daemon how many sessions it has open when that changes
+(looked at every ``worker.INBOUND_EVERY`` seconds): the console's status
+counts them all. Failed logins (``smtp-protection``) are counted by each worker and, for all of
 them together, here: an address that reaches the limit across the workers is
 blocked in every one (and in a worker started later). A worker that dies is
 started again after a second; ``stop`` asks every worker to finish
@@ -44,11 +46,12 @@ RESTART_DELAY = 1.0
 
 
 class _Worker:
-    __slots__ = ("index", "proc", "channel", "greenlets")
+    __slots__ = ("index", "proc", "channel", "greenlets", "inbound")
 
     def __init__(self, index, proc, channel):
         self.index, self.proc, self.channel = index, proc, channel
         self.greenlets = []
+        self.inbound = 0            # its open SMTP sessions, as it last said
 
 
 class WorkerPool:
@@ -105,11 +108,16 @@ class WorkerPool:
             on_live = functools.partial(self.live.feed, worker.index)
         try:
             worker_channel.serve_channel(worker.channel, self.on_commit, self._auth_failed,
-                                         on_live)
+                                         on_live, functools.partial(setattr, worker, "inbound"))
         finally:
+            worker.inbound = 0
             worker.channel.close()
             if self.live is not None:
                 self.live.worker_gone(worker.index)
+
+    def inbound(self):
+        """The SMTP sessions open in all the workers (each says so when it changes)."""
+        return sum(worker.inbound for worker in self.workers.values())
 
     def _auth_failed(self, ip):
         """A worker saw a failed login: count it with the others' and, when
