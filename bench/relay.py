@@ -56,6 +56,7 @@ import json  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import smtplib  # noqa: E402
+import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -131,7 +132,9 @@ class Peer(inject.Target):
             subprocess.run(["postconf", "-e", "smtpd_milters = " + value,
                             "non_smtpd_milters = " + value], check=True)
             subprocess.run(["postfix", "reload"], check=True, capture_output=True)
-            time.sleep(1.0)     # the old smtpd processes finish, new ones read the change
+            if self.milter:
+                _await_milter()
+            time.sleep(2.0)     # the old smtpd processes finish, new ones read the change
             Peer.signing = self.milter
         return self.port
 
@@ -141,6 +144,31 @@ class Peer(inject.Target):
                 return [int(handle.read().split()[0])]
         except (TypeError, OSError, ValueError, IndexError):
             return []
+
+
+def _await_milter(timeout=10.0):
+    """Until OpenDKIM accepts connections at MILTER (SystemExit when it does not)."""
+    host, port = MILTER.split(":")[1:]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("relay: OpenDKIM does not answer at %s" % MILTER)
+
+
+def _await_milter_gone(timeout=10.0):
+    """Until nothing answers at MILTER (an OpenDKIM stopped by the last run may linger)."""
+    host, port = MILTER.split(":")[1:]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except OSError:
+            return
+        time.sleep(0.1)
 
 
 def tree_cpu(roots):
@@ -554,6 +582,8 @@ def run_all(args, notes):
     try:
         sink.start()
         if args.postfix:
+            if args.peer_dkim:      # the script starts OpenDKIM only when nothing answers there
+                _await_milter_gone()
             postfix_peer(str(args.sink_port), script=DKIM_PEER_SCRIPT if args.peer_dkim
                          else PEER_SCRIPT)
         return measure(args, make_rows(args, notes), sink, notes)

@@ -253,7 +253,7 @@ class _Message:
     __slots__ = ("wire", "headers", "names", "body", "_body_hashes")
 
     def __init__(self, mime):
-        self.wire = _NEWLINE.sub(b"\r\n", mime)
+        self.wire = crlf(mime)
         self.headers, body = dkim.rfc822_parse(self.wire)
         self.names = [name.lower() for name, _value in self.headers]
         self.body = Relaxed.canonicalize_body(body)
@@ -297,7 +297,7 @@ class Signer:
             message = _Message(mime)
         except (dkim.MessageFormatError, IndexError) as error:
             log.warning("dkim.unsigned", reason="message does not parse: %s" % error)
-            return _NEWLINE.sub(b"\r\n", mime)
+            return crlf(mime)
         now = int(time.time() if now is None else now)
         headers = [self._signature(message, key, now) for key in keys]
         return b"".join(h for h in headers if h) + message.wire
@@ -338,6 +338,14 @@ class Signer:
             log.warning("dkim.key_unusable", key=key.key_id, domain=key.domain,
                         selector=key.selector, reason=str(error))
             return str(error)
+
+
+def crlf(mime):
+    """``mime`` with every line ending CRLF; the same object when it already is
+    (two scans in C instead of a copy: delivery's MIME hygiene made it so)."""
+    if mime.count(b"\n") == mime.count(b"\r\n"):
+        return mime
+    return _NEWLINE.sub(b"\r\n", mime)
 
 
 def _call(fn, *args):
