@@ -8,7 +8,7 @@ in a bounded cache inside the :class:`Signer`, never once per message.
 
 Public API::
 
-    Signer(cache_size=1024, run=None)     # run(fn, *args): where RSA signs
+    Signer(cache_size=1024)
         .sign(mime, keys, now=None) -> bytes   # CRLF message, signatures on top
         .parses                                # private keys parsed so far
     keys_for(settings, from_address, message_dkim=None) -> [SigningKey]
@@ -38,14 +38,14 @@ Signatures go on top in the order of ``keys``. Ed25519 (RFC 8463) signs the
 SHA-256 digest of the header hash; its key is PKCS#8 PEM or the base64 of the
 32-byte seed (dkimpy's ``dknewkey`` form); its TXT record has ``k=ed25519``.
 
-Where it runs: ``sign`` is CPU work in the calling greenlet, but for the RSA
-private-key operation, which goes to ``Signer(run=...)`` (the delivery engine
-gives a thread pool: ``cryptography`` releases the GIL around OpenSSL's RSA,
-so the event loop goes on and the signature uses another core). Measured
-here: an RSA-2048 signature 245 us in the calling thread; handed to a gevent
-``ThreadPool`` with 20 greenlets signing at once, 29 us of the event loop's
-thread a signature. Ed25519 signs in 23 us, and handing it over costs as
-much: it stays in the calling greenlet. It does no I/O.
+Where it runs: ``sign`` is CPU work in the calling greenlet, about 380 us
+for an RSA-2048 signature of a 2 KB message (245 us of it OpenSSL's private
+key operation, the rest canonicalisation and hashing); it does no I/O. The
+RSA operation in a gevent ``ThreadPool`` (``cryptography`` releases the GIL
+around it) was measured and is slower: ``bench/relay.py --variants dkim``,
+medians of 4 interleaved runs, 948 msg/s and 1.37-1.46 CPU ms a message
+with the pool against 1,122 msg/s and 1.06-1.09 ms signing here (the hand-over
+and the two threads' contention for the GIL cost more than the signature).
 """
 
 import base64
@@ -283,9 +283,8 @@ class Signer:
     """Signs messages; holds the parsed private keys (at most ``cache_size``,
     the least recently used dropped first). Built once, shared by the senders."""
 
-    def __init__(self, cache_size=CACHE_SIZE, run=None):
+    def __init__(self, cache_size=CACHE_SIZE):
         self.cache_size = cache_size
-        self.run = run or _call     # run(fn, *args): where an RSA signature is made
         self.parses = 0
         self._keys = OrderedDict()  # (key id, algorithm, PEM) -> key, or the error text
 
@@ -311,10 +310,10 @@ class Signer:
         hasher = _HASHES[key.algorithm]()
         dkim.hash_headers(hasher, Relaxed, message.relaxed_headers(include), include,
                           (_NAME, value), None)
-        if key.algorithm == ED25519:     # 23 us: handing it to a thread costs as much
+        if key.algorithm == ED25519:
             signature = private.sign(hasher.digest())
         else:
-            signature = self.run(private.sign, hasher.digest(), _PKCS1, _PREHASHED[key.algorithm])
+            signature = private.sign(hasher.digest(), _PKCS1, _PREHASHED[key.algorithm])
         return _NAME + b":" + value + _fold_b(base64.b64encode(signature)) + b"\r\n"
 
     def _private(self, key):
@@ -346,10 +345,6 @@ def crlf(mime):
     if mime.count(b"\n") == mime.count(b"\r\n"):
         return mime
     return _NEWLINE.sub(b"\r\n", mime)
-
-
-def _call(fn, *args):
-    return fn(*args)
 
 
 def _tags(key, now, include, body_hash):

@@ -342,43 +342,9 @@ def test_from_address():
     assert signing.from_address("From: Ünïcode <ü@exämple.com>\n\n") == "ü@exämple.com"
 
 
-def test_rsa_signs_in_the_thread_pool_it_is_given_and_the_loop_goes_on(rsa_key, ed_key):
-    """The delivery engine's Signer hands RSA to a gevent ThreadPool; other
-    greenlets run meanwhile, the signatures still verify; Ed25519 stays here."""
-    import threading
 
-    import gevent
-    from gevent.threadpool import ThreadPool
-
-    pool, threads = ThreadPool(2), []
-
-    def run(fn, *args):
-        def in_thread():
-            threads.append(threading.get_ident())
-            return fn(*args)
-        return pool.spawn(in_thread).get()
-
-    ticks = []
-
-    def ticker():
-        while True:
-            ticks.append(time.monotonic())
-            gevent.sleep(0)
-
-    rsa_k, ed_k = key(rsa_key[0], selector="r"), key(ed_key[0], selector="e",
-                                                       algorithm="ed25519")
-    other = gevent.spawn(ticker)
-    try:
-        signer = signing.Signer(run=run)
-        results = gevent.joinall([gevent.spawn(signer.sign, MESSAGE, [rsa_k], now=NOW)
-                                  for _ in range(8)], raise_error=True)
-        both = signer.sign(MESSAGE, [rsa_k, ed_k], now=NOW)
-    finally:
-        other.kill()
-        pool.kill()
-    assert len(threads) == 9 and threading.get_ident() not in threads    # RSA only, elsewhere
-    assert len(ticks) > 8           # the loop ran while the signatures were made
-    txt = records((rsa_k, rsa_key[1]), (ed_k, ed_key[1]))
-    assert all(dkimpy_results(r.value, txt) == [True] for r in results)
-    require_nacl()
-    assert dkimpy_results(both, txt) == [True, True]
+def test_crlf_input_is_not_copied_and_lf_input_is_converted():
+    crlf = b"From: a@example.com\r\n\r\nbody\r\n"
+    assert signing.crlf(crlf) is crlf
+    assert signing.crlf(b"From: a@example.com\n\nbody\r\nend\n") == (
+        b"From: a@example.com\r\n\r\nbody\r\nend\r\n")

@@ -30,11 +30,9 @@ import socket
 import time
 
 from gevent.pool import Pool
-from gevent.threadpool import ThreadPool
 
 from mailerq_gevent import logs
 from mailerq_gevent.broker import BrokerError, codec
-from mailerq_gevent.config_values import cpus
 from mailerq_gevent.delivery import outcome, result, routing
 from mailerq_gevent.delivery.attempt import Attempts, Job
 from mailerq_gevent.delivery.pool import ConnectionPool, Throttled
@@ -69,10 +67,7 @@ class DeliveryEngine:
                                     recorder=recorder)  # live view: a tee per connection
         self.pool = ConnectionPool(self.throttles, budget, connect, self.hostname,
                                    clock=monotonic)
-        # DKIM's private-key operation in threads: OpenSSL does it without the
-        # GIL, so the event loop goes on meanwhile and signing uses every core
-        self.signing_threads = ThreadPool(cpus())
-        self.attempts = Attempts(self.pool, self.throttles, Signer(run=self._in_thread))
+        self.attempts = Attempts(self.pool, self.throttles, Signer())
         self.spread = Spread(clock=monotonic)
         self.senders = Pool(self.prefetch)
         self.consumer = None
@@ -92,12 +87,8 @@ class DeliveryEngine:
             self.consumer.stop(timeout)
         self.senders.kill(timeout=min(timeout, 5.0))
         self.pool.stop()
-        self.signing_threads.kill()
         if self.stats is not None:
             self.stats.stop()
-
-    def _in_thread(self, fn, *args):
-        return self.signing_threads.spawn(fn, *args).get()
 
     def _received(self, delivery):
         self.senders.spawn(self._deliver, delivery)
