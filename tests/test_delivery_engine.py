@@ -74,7 +74,8 @@ def test_a_4xx_at_rcpt_is_retried_later_per_the_schedule(world):
     w = world()
     w.sink.fault("rcpt", "452 4.2.2 mailbox full")
     w.inject(retries=[120, 300])
-    wait_until(lambda: w.count("retry") == 1)
+    # the retry is published, then the original acked: wait for both
+    wait_until(lambda: w.count("retry") == 1 and w.count("outbox") == 1)
     [again] = w.queued("outbox")       # back in the outbox, delayed
     result = last_result(again)
     assert (result["code"], result["status"], result["state"]) == (452, "4.2.2", "rcpt")
@@ -99,7 +100,7 @@ def test_a_dropped_connection_is_retried(world):
     w = world()
     w.sink.fault("mail", "drop")
     w.inject()
-    wait_until(lambda: w.count("retry") == 1)
+    wait_until(lambda: w.count("retry") == 1 and w.count("outbox") == 1)   # retried, acked
     result = last_result(w.queued("outbox")[0])
     assert result["code"] == 0 and result["result"] == "error"
 
@@ -261,7 +262,7 @@ def test_starttls_is_used_when_offered(world, tmp_path):
 def test_secure_capacity_refuses_a_server_without_tls(world):
     w = world(rows={"capacity": [capacity("example.test", secure=1)]})
     w.inject()
-    wait_until(lambda: w.count("retry") == 1)
+    wait_until(lambda: w.count("retry") == 1 and w.count("outbox") == 1)   # retried, acked
     assert w.sink.messages == []
     assert last_result(w.queued("outbox")[0])["status"] == "4.7.5"
 
