@@ -146,29 +146,23 @@ class Peer(inject.Target):
             return []
 
 
-def _await_milter(timeout=10.0):
-    """Until OpenDKIM accepts connections at MILTER (SystemExit when it does not)."""
+def _await_milter(up=True, timeout=10.0):
+    """Until OpenDKIM accepts connections at MILTER (``up``; SystemExit when it
+    does not in time), or until nothing answers there (an OpenDKIM stopped by
+    the last run may linger)."""
     host, port = MILTER.split(":")[1:]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             socket.create_connection((host, int(port)), timeout=1).close()
-            return
+            answered = True
         except OSError:
-            time.sleep(0.1)
-    raise SystemExit("relay: OpenDKIM does not answer at %s" % MILTER)
-
-
-def _await_milter_gone(timeout=10.0):
-    """Until nothing answers at MILTER (an OpenDKIM stopped by the last run may linger)."""
-    host, port = MILTER.split(":")[1:]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, int(port)), timeout=1).close()
-        except OSError:
+            answered = False
+        if answered == up:
             return
         time.sleep(0.1)
+    if up:
+        raise SystemExit("relay: OpenDKIM does not answer at %s" % MILTER)
 
 
 def tree_cpu(roots):
@@ -583,7 +577,7 @@ def run_all(args, notes):
         sink.start()
         if args.postfix:
             if args.peer_dkim:      # the script starts OpenDKIM only when nothing answers there
-                _await_milter_gone()
+                _await_milter(up=False)
             postfix_peer(str(args.sink_port), script=DKIM_PEER_SCRIPT if args.peer_dkim
                          else PEER_SCRIPT)
         return measure(args, make_rows(args, notes), sink, notes)
