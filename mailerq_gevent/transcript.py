@@ -31,6 +31,8 @@ import collections
 import io
 import re
 
+from mailerq_gevent.mail.data import unstuff
+
 SECRET = "****"
 MECHANISMS = {"PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER", "GSSAPI",
               "NTLM", "EXTERNAL", "ANONYMOUS", "SCRAM-SHA-1", "SCRAM-SHA-256"}
@@ -194,7 +196,7 @@ class Transcript:
         end = length - len(tail) + found       # where the CRLF before the dot is
         self._data = None
         whole = end + 2 <= len(kept)
-        content = unstuff(bytes(kept[2:end + 2]))
+        content = unstuff(bytes(kept[:end + 2]))     # kept starts with the CRLF
         self.sink.message(content if whole else content[:self.keep], self._sender or "",
                           list(self._recipients), len(content) if whole else end)
         self._pending.append((b".", b""))     # the reply to the end of the data
@@ -260,15 +262,6 @@ def _path(line):
     if rest.startswith("<"):
         return rest[1:].partition(">")[0]
     return rest.split(" ", 1)[0]
-
-
-def unstuff(data):
-    """A message as sent after DATA (without its final ``.CRLF``) as it was before:
-    dot-stuffing undone, every line end CRLF."""
-    data = (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
-    if data.count(b"\r\n") != data.count(b"\n") or data.count(b"\r") != data.count(b"\n"):
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-    return data
 
 
 def as_text(value):

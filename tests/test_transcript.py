@@ -3,7 +3,8 @@
 import pytest
 
 from mailerq_gevent import transcript
-from mailerq_gevent.transcript import Transcript, unstuff
+from mailerq_gevent.mail.data import unstuff
+from mailerq_gevent.transcript import Transcript
 
 GREETING = b"220 mx.example ESMTP\r\n"
 EHLO_REPLY = b"250-mx.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
@@ -143,5 +144,5 @@ def test_unfinished_and_overlong_lines_and_replies_are_bounded():
     (b"", b""), (b"..\r\n", b".\r\n"), (b"a\r\n..b\r\n", b"a\r\n.b\r\n"),
     (b"...\r\n", b"..\r\n"), (b"a\nb\r\n", b"a\r\nb\r\n")])
 def test_unstuff(stuffed, original):
-    assert unstuff(stuffed) == original
+    assert unstuff(b"\r\n" + stuffed) == original
 

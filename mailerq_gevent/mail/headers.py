@@ -1,9 +1,9 @@
 """The header block of a received message, read without parsing the whole MIME.
 
-Content here always has CRLF line ends (``wire.clean``). The header block is
-everything up to the first empty line; a field is its first line plus the
-continuation lines that start with a space or a tab (RFC 5322 §2.2.3). The
-bytes of what is kept are not touched.
+Content here always has CRLF line ends (``mail.data.unstuff``). The header
+block is everything up to the first empty line; a field is its first line
+plus the continuation lines that start with a space or a tab (RFC 5322
+§2.2.3). The bytes of what is kept are not touched.
 """
 
 import re

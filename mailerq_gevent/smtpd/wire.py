@@ -36,6 +36,7 @@ import gevent
 from gevent import socket as gsocket
 from greenlet import getcurrent
 
+from mailerq_gevent.mail.data import unstuff
 from mailerq_gevent.transcript import NULL_TAP, TeeSocket
 
 RECV_SIZE = 65536
@@ -247,7 +248,7 @@ class Wire:
                 del data[:-4]
             searched = len(data)
             self._fill(deadline.remaining(dropped + len(data)))
-        return clean(bytes(data))
+        return unstuff(bytes(data))
 
     def buffered(self):
         """Whether the client sent more than we have read (pipelined input)."""
@@ -320,15 +321,3 @@ def _peek(raw):
         return bool(raw.recv(1, PEEK))
     except OSError:                 # BlockingIOError: nothing yet; or the client is gone
         return False
-
-
-def clean(data):
-    """Undo dot-stuffing and make every line end in CRLF; ``data`` starts with CRLF."""
-    data = data.replace(b"\r\n.", b"\r\n")[2:]
-    if data.count(b"\r") != data.count(b"\n") or data.count(b"\r\n") != data.count(b"\n"):
-        data = _normalise_line_ends(data)
-    return data
-
-
-def _normalise_line_ends(data):
-    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
