@@ -271,6 +271,27 @@ def as_text(value):
     return str(value).rstrip("\r\n").replace("\r\n", "\n")
 
 
+class Redactor:
+    """What a client's line may show of AUTH, the rule in one place: told each
+    reply (``server``), it gives each command line as it may be shown
+    (``client``): a line answering a ``334`` challenge as SECRET, an AUTH
+    command by ``redact_auth``, any other line as it is (the same object)."""
+
+    __slots__ = ("_answering",)
+
+    def __init__(self):
+        self._answering = False
+
+    def server(self, text):
+        self._answering = text[:3] == "334"
+
+    def client(self, text):
+        if self._answering:
+            self._answering = False
+            return SECRET
+        return redact_auth(text)
+
+
 def redact_auth(text):
     """An AUTH command as it may be shown: ``AUTH <mechanism> ****`` (a known
     mechanism name stays, an initial response or anything else goes); any other

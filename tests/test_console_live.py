@@ -12,8 +12,9 @@ import requests
 
 from mailerq_gevent import authn
 from mailerq_gevent.console import render
-from mailerq_gevent.console.live import SECRET, Recorder
+from mailerq_gevent.console.live import Recorder
 from mailerq_gevent.delivery.sender import Connection
+from mailerq_gevent.transcript import SECRET
 from tests.clock import FakeClock
 from tests.delivery_support import MIME, World
 from tests.smtp_sink import SmtpSink, free_port

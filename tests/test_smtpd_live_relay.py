@@ -3,9 +3,9 @@
 import base64
 import json
 
-from mailerq_gevent.console.live import SECRET, Recorder
+from mailerq_gevent.console.live import Recorder
 from mailerq_gevent.smtpd.live_relay import LiveRelay, RemoteRecorder
-from mailerq_gevent.transcript import NULL_TAP
+from mailerq_gevent.transcript import NULL_TAP, SECRET
 from tests.clock import FakeClock
 
 

@@ -42,8 +42,7 @@ from gevent.queue import Empty, Queue
 from mailerq_gevent.console.answers import ApiError, json_route
 from mailerq_gevent.console.render import Message
 from mailerq_gevent.console.templates import template
-from mailerq_gevent.transcript import (NULL_TAP, SECRET, Sampler, Transcript, as_text,
-                                      redact_auth)
+from mailerq_gevent.transcript import NULL_TAP, Redactor, Sampler, Transcript, as_text
 
 MAX_LINE = 1000
 QUEUE_LIMIT = 2000          # events waiting for one slow viewer before it is reset
@@ -65,30 +64,22 @@ class Conversation:
         self.dropped = 0            # entries beyond max_lines
         self.messages = []
         self.sender, self.recipients = None, []     # of the transaction under way
-        self._secret_next = False
+        self._redactor = Redactor()
 
     # -- the hooks ---------------------------------------------------------------
 
     def client(self, line):
-        """A command line from the client (AUTH data redacted)."""
-        if self._secret_next:
-            return self.secret()
+        """A command line from the client (AUTH data redacted: ``Redactor``)."""
         text = as_text(line)
-        redacted = redact_auth(text)
-        if redacted is text:
+        shown = self._redactor.client(text)
+        if shown is text:
             self._track(text)
-        text = redacted
-        self._add("client", text)
-
-    def secret(self):
-        """A client line answering an AUTH challenge: recorded as ``****`` only."""
-        self._secret_next = False
-        self._add("client", SECRET)
+        self._add("client", shown)
 
     def server(self, reply):
         """A whole reply, as it went over the wire (all its lines)."""
         text = as_text(reply)
-        self._secret_next = text[:3] == "334"
+        self._redactor.server(text)
         self._add("server", text)
 
     def note(self, text):

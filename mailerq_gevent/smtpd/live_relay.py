@@ -17,8 +17,7 @@ import base64
 import itertools
 import time
 
-from mailerq_gevent.transcript import (NULL_TAP, SECRET, Sampler, Transcript, as_text,
-                                      redact_auth)
+from mailerq_gevent.transcript import NULL_TAP, Redactor, Sampler, Transcript, as_text
 
 KEEP = 1 << 20          # bytes of a message sent to the daemon (its recorder keeps as much)
 
@@ -48,19 +47,14 @@ class _Forwarder:
 
     def __init__(self, send, number):
         self.send, self.number = send, number
-        self._answering = False
+        self._redactor = Redactor()         # AUTH data never leaves the worker
 
     def client(self, line):
-        text = as_text(line)
-        if self._answering:
-            text, self._answering = SECRET, False
-        else:
-            text = redact_auth(text)
-        self._notice("client", text=text)
+        self._notice("client", text=self._redactor.client(as_text(line)))
 
     def server(self, reply):
         text = as_text(reply)
-        self._answering = text[:3] == "334"
+        self._redactor.server(text)
         self._notice("server", text=text)
 
     def message(self, content, sender, recipients, size):
