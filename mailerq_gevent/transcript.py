@@ -4,9 +4,10 @@ The inbound ``smtpd.wire.Wire`` and the outgoing ``delivery.sender.Connection``
 (through ``TeeSocket``, the socket under smtplib) each hold a *tap*, and tell
 it every chunk they read (``received``) and write (``sent``), a ``note`` when
 something happens that is not on the wire (a refused connection), and ``end``.
-Nobody watching costs one call of ``NULL_TAP``'s empty methods per read or
-write: the protocol code does not change when it is watched (pipelining stays on, replies still go out in one
-write per group).
+A connection nobody records has ``NULL_TAP`` and no ``TeeSocket`` under it:
+it costs nothing per read or write. The protocol code does not change when
+it is watched (pipelining stays on, replies still go out in one write per
+group).
 
 ``Transcript`` is the tap of a recorded connection. It splits the two byte
 streams into what a person reads and hands each piece to its ``sink`` (a

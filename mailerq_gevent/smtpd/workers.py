@@ -16,9 +16,10 @@ The connection limits are shared out: each worker gets ``smtp-connections``
 and ``smtp-connections-in`` divided by the number of workers (rounded up).
 Each worker tells the daemon how many sessions it has open when that changes
 (looked at every ``worker.INBOUND_EVERY`` seconds): the console's status
-counts them all. Failed logins (``smtp-protection``) are counted by each worker and, for all of
-them together, here: an address that reaches the limit across the workers is
-blocked in every one (and in a worker started later). A worker that dies is
+counts them all. Failed logins (``smtp-protection``) are counted by each
+worker and, for all of them together, here: an address that reaches the
+limit across the workers is blocked in every one (and in a worker started
+later). A worker that dies is
 started again after a second; ``stop`` asks every worker to finish
 (SIGTERM: stop accepting, finish what is in flight), waits, then kills.
 A worker whose daemon dies exits by itself (its channel closes).
