@@ -220,16 +220,11 @@ class Sink(inject.Target):
         found = _COUNTER.findall(os.pread(self.out.fileno(), 256, max(0, size - 256)))
         return int(found[-1]) if found else 0
 
-    def wait_for(self, count, deadline, every=None):
-        """The monotonic time the sink held ``count``; None at ``deadline``.
-        ``every()`` is called about every RSS_EVERY seconds meanwhile."""
-        looked = 0.0
+    def wait_for(self, count, deadline):
+        """The monotonic time the sink held ``count``; None at ``deadline``."""
         while time.monotonic() < deadline:
             if self.held() >= count:
                 return time.monotonic()
-            if every is not None and time.monotonic() - looked >= RSS_EVERY:
-                every()
-                looked = time.monotonic()
             time.sleep(POLL)
         return None
 
@@ -318,18 +313,17 @@ def one_run(row, sink, args):
     try:
         port = target.start()
         cpu0 = tree_cpu(target.pids())
-        sampler = RssSampler(look).start()
+        sampler = RssSampler(look).start()      # from the load until the sink is full
         try:
             result = args.runner(smtpload.LoadSpec(
                 host=row["host"], port=port, sessions=args.sessions, messages=args.messages,
                 size=row["size"], mode="keep", procs=args.procs))
+            accepted = result["accepted"] or 0
+            start = time.monotonic() - result["seconds"]
+            full = sink.wait_for(before + accepted, start + args.timeout)
+            cpu1 = tree_cpu(target.pids())
         finally:
             sampler.stop()
-        accepted = result["accepted"] or 0
-        start = time.monotonic() - result["seconds"]
-        full = sink.wait_for(before + accepted, start + args.timeout, every=look)
-        cpu1 = tree_cpu(target.pids())
-        look()
         time.sleep(SETTLE)
     finally:
         ended = target.stop()
@@ -343,7 +337,7 @@ def one_run(row, sink, args):
 
 
 class RssSampler:
-    """``look()`` every RSS_EVERY seconds in a thread while the load runs."""
+    """``look()`` every RSS_EVERY seconds in a thread, and once more at ``stop``."""
 
     def __init__(self, look):
         import threading
@@ -361,6 +355,7 @@ class RssSampler:
     def stop(self):
         self.done.set()
         self.thread.join()
+        self.look()
 
 
 def make_rows(args, notes):
@@ -573,19 +568,19 @@ def postfix_peer(*argv, script=PEER_SCRIPT):
 
 def run_all(args, notes):
     sink = Sink(args.sink, args.sink_port)
+    script = DKIM_PEER_SCRIPT if args.peer_dkim else PEER_SCRIPT
     try:
         sink.start()
         if args.postfix:
             if args.peer_dkim:      # the script starts OpenDKIM only when nothing answers there
                 _await_milter(up=False)
-            postfix_peer(str(args.sink_port), script=DKIM_PEER_SCRIPT if args.peer_dkim
-                         else PEER_SCRIPT)
+            postfix_peer(str(args.sink_port), script=script)
         return measure(args, make_rows(args, notes), sink, notes)
     except inject.NotAnswering as exc:
         raise SystemExit("relay: the sink (%s) is not answering: %s" % (args.sink, exc))
     finally:
         if args.postfix:
-            postfix_peer("stop", script=DKIM_PEER_SCRIPT if args.peer_dkim else PEER_SCRIPT)
+            postfix_peer("stop", script=script)
         sink.stop()
         sink.cleanup()
 
