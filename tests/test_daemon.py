@@ -5,12 +5,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.daemon_support import START_TIMEOUT, write_config
+from tests.waiting import wait_until
 
 
 def tables(path):
@@ -110,20 +110,13 @@ def test_the_console_reports_open_connections(tmp_path, daemon, threads):
         return requests.get("http://127.0.0.1:%d/api/status" % www, timeout=10,
                             headers={"Authorization": "Bearer t0ken"}).json()["connections"]
 
-    def settles(expected):
-        deadline = time.monotonic() + 10
-        while status() != expected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return status()
-
     clients = [socket.create_connection(("127.0.0.1", smtp)) for _ in range(3)]
     try:
         for client in clients:
             assert client.recv(100).startswith(b"220")
-        assert settles({"inbound": 3, "outbound": 0, "idle": 0}) == {
-            "inbound": 3, "outbound": 0, "idle": 0}
+        wait_until(lambda: status() == {"inbound": 3, "outbound": 0, "idle": 0}, timeout=10)
     finally:
         for client in clients:
             client.close()
-    assert settles({"inbound": 0, "outbound": 0, "idle": 0})["inbound"] == 0
+    wait_until(lambda: status()["inbound"] == 0, timeout=10)
     assert proc.stop() == 0
