@@ -150,6 +150,9 @@ class DaemonTarget(Target):
         path = os.pathsep.join(filter(None, [self.root, os.environ.get("PYTHONPATH")]))
         self.launch([sys.executable, "-m", "mailerq_gevent", "--config", conf], port,
                     cwd=self.tmp.name, env=dict(os.environ, PYTHONPATH=path))
+        # a 220 comes from the first smtp-threads worker that listens: the load
+        # (its sessions kept open) starts once they all do, as the daemon then says
+        await_line(self.log, "event=daemon.started", self.proc)
         return port
 
     def config(self, port):
@@ -208,6 +211,21 @@ def await_greeting(port, proc, stderr):
     raise NotAnswering("nothing answered 220 on 127.0.0.1:%d within %.0f s (the daemon runs, "
                        "but is its SMTP server there?); its output: %s"
                        % (port, START_TIMEOUT, _tail(stderr) or "(none)"))
+
+
+def await_line(log, text, proc):
+    """Until ``text`` is in the output file ``log``; NotAnswering on timeout or if
+    ``proc`` exits. Read through a handle of its own: the server's shares ``log``'s offset."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        with open(log.name, errors="replace") as handle:
+            if text in handle.read():
+                return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise NotAnswering("the daemon did not say %r within %.0f s; its output: %s"
+                       % (text, START_TIMEOUT, _tail(log) or "(none)"))
 
 
 def _greets(port):

@@ -87,14 +87,15 @@ def main(argv=None):
 
 
 def _tell_inbound(server, control):
-    """Tell the daemon how many sessions are open here, whenever that changed."""
-    told = 0
+    """Tell the daemon how many sessions are open here: now (we listen: the
+    daemon waits for that at start), then whenever that changed."""
+    told = None
     while True:
-        gevent.sleep(INBOUND_EVERY)
         count = server.inbound()
         if count != told:
             control.send({"inbound": count})
             told = count
+        gevent.sleep(INBOUND_EVERY)
 
 
 def _watch(recorder, index, watched):

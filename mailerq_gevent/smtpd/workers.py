@@ -14,13 +14,17 @@ daemon's ``EmbeddedQueue.committed_elsewhere``), which wakes its consumers.
 
 The connection limits are shared out: each worker gets ``smtp-connections``
 and ``smtp-connections-in`` divided by the number of workers (rounded up).
-Each worker tells the daemon how many sessions it has open when that changes
-(looked at every ``worker.INBOUND_EVERY`` seconds): the console's status
-counts them all. Failed logins (``smtp-protection``) are counted by each
+Each worker tells the daemon how many sessions it has open as soon as it
+listens and then whenever that changes (looked at every
+``worker.INBOUND_EVERY`` seconds): the console's status counts them all.
+``start`` returns once every worker has said its first count (or after
+``READY_TIMEOUT``), so the daemon says it has started only when all of them
+listen: connections kept open from the first second (a bulk sender's) are
+shared out by the kernel among all the workers, not all given to the one
+that was up first. Failed logins (``smtp-protection``) are counted by each
 worker and, for all of them together, here: an address that reaches the
 limit across the workers is blocked in every one (and in a worker started
-later). A worker that dies is
-started again after a second; ``stop`` asks every worker to finish
+later). A worker that dies is started again after a second; ``stop`` asks every worker to finish
 (SIGTERM: stop accepting, finish what is in flight), waits, then kills.
 A worker whose daemon dies exits by itself (its channel closes).
 """
@@ -34,6 +38,7 @@ import subprocess
 import sys
 
 import gevent
+from gevent.event import Event
 
 from mailerq_gevent import logs
 from mailerq_gevent.smtpd import worker_channel
@@ -44,15 +49,21 @@ from mailerq_gevent.smtpd.server import listen_all
 log = logs.get(__name__)
 
 RESTART_DELAY = 1.0
+READY_TIMEOUT = 60.0        # seconds for every worker to listen, at start
 
 
 class _Worker:
-    __slots__ = ("index", "proc", "channel", "greenlets", "inbound")
+    __slots__ = ("index", "proc", "channel", "greenlets", "inbound", "listening")
 
     def __init__(self, index, proc, channel):
         self.index, self.proc, self.channel = index, proc, channel
         self.greenlets = []
         self.inbound = 0            # its open SMTP sessions, as it last said
+        self.listening = Event()    # set by its first count
+
+    def counted(self, inbound):
+        self.inbound = inbound
+        self.listening.set()
 
 
 class WorkerPool:
@@ -78,6 +89,11 @@ class WorkerPool:
             listener.close()
         for index in range(self.count):
             self._spawn(index)
+        waiting = [worker.listening for worker in self.workers.values()]
+        ready = len(gevent.wait(waiting, timeout=READY_TIMEOUT))
+        if ready < self.count:
+            log.warning("smtp.workers_slow", listening=ready, count=self.count,
+                        waited=READY_TIMEOUT)
         log.info("smtp.workers_started", count=self.count, ports=",".join(ports))
 
     def _spawn(self, index):
@@ -109,7 +125,7 @@ class WorkerPool:
             on_live = functools.partial(self.live.feed, worker.index)
         try:
             worker_channel.serve_channel(worker.channel, self.on_commit, self._auth_failed,
-                                         on_live, functools.partial(setattr, worker, "inbound"))
+                                         on_live, worker.counted)
         finally:
             worker.inbound = 0
             worker.channel.close()
