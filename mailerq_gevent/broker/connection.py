@@ -11,7 +11,7 @@
 Both have ``open()``, ``close()``, ``connect(confirm)`` (a new kombu
 Connection), ``delayed(...)`` (how a publish is held back), and
 ``committed_elsewhere(due)`` (another process published into it); and three
-facts the publisher sizes its connections by (``shared_channel``,
+facts the publisher sizes its connections by (``pipelined_confirms``,
 ``transaction_slots``, ``retry_broken``).
 """
 
@@ -45,7 +45,7 @@ def backend(url, writer_only=False, on_commit=None):
 class RabbitMQ:
     """A RabbitMQ broker at ``url``."""
 
-    shared_channel = False      # py-amqp waits for one confirm at a time: a connection each
+    pipelined_confirms = True   # single publishes: one confirms.PipelinedChannel
     transaction_slots = 0       # no more transactional connections than the pool size
     retry_broken = True         # a broken connection may be a restarted broker: try once more
 

@@ -37,7 +37,7 @@ NOT_BEFORE = transport.NOT_BEFORE
 class EmbeddedQueue:
     """See the module docstring. ``url`` is ``sqlite:///<path>`` or ``memory://``."""
 
-    shared_channel = True       # one channel serves every single publish at once
+    pipelined_confirms = False  # its one channel serves every single publish at once
     transaction_slots = 32      # transactional publishers at least (each a cheap connection)
     retry_broken = False        # a failure is the file's: trying again would fail alike
 

@@ -13,24 +13,28 @@ or, on the embedded queue, in one SQLite transaction.
 Every publish goes through kombu's channel API (``prepare_message``,
 ``basic_publish``, ``tx_commit``) on a connection of the backend
 (``connection.RabbitMQ`` or ``embedded.EmbeddedQueue``, the strategy): the
-backend says how a delay is expressed and how connections are shared. A
-py-amqp connection waits for one confirm at a time, so concurrency comes from
-a pool of connections (``size``); a publish takes one, uses it and gives it
-back. The embedded queue's channel may be used by any number of greenlets at
-once (each waits for its own commit), so there single publishes all share one
-connection and the store's writer groups them into one commit. A connection
-that failed is thrown away and the publish is tried once more on a fresh one
-(the broker may have restarted); a confirm timeout or a nack is not retried.
+backend says how a delay is expressed and how connections are shared. Single
+publishes all share one channel: on RabbitMQ a ``confirms.PipelinedChannel``
+(many publishes in flight, each caller waiting for its own confirm; methods
+that wait for a reply, the declarations, go over a control connection beside
+it), on the embedded queue its channel, which any number of greenlets may
+use at once (each waits for its own commit; the store's writer groups them
+into one commit). Transactions take a connection each from a pool
+(``size``). A connection that failed is thrown away and the publish is tried
+once more on a fresh one (the broker may have restarted); a confirm timeout
+or a nack is not retried.
 """
 
 import time
 
 import amqp.exceptions
 import gevent
+from gevent.lock import Semaphore
 from gevent.queue import Empty, Queue
 
 from mailerq_gevent import logs
 from mailerq_gevent.broker import codec, connection, topology
+from mailerq_gevent.broker.confirms import PipelinedChannel
 
 log = logs.get(__name__)
 
@@ -50,10 +54,12 @@ class Publisher:
     def __init__(self, backend, exchange="", size=8, timeout=DEFAULT_TIMEOUT):
         self.backend, self.exchange, self.timeout = backend, exchange, timeout
         self.name = connection.describe(backend.url)
-        self._single = _Pool(backend, size, timeout, transactional=False,
-                             shared=backend.shared_channel)
+        single = PipelinedChannel(backend) if backend.pipelined_confirms else _Slot(backend, False)
+        self._single = _Pool(backend, 1, timeout, transactional=False, shared=single)
         self._tx = _Pool(backend, max(size, backend.transaction_slots), timeout,
-                         transactional=True, shared=False)
+                         transactional=True)
+        self._control = _Slot(backend, transactional=False)    # beside a pipelined channel
+        self._controlling = Semaphore()
         self._declared = {}         # queue name -> time.monotonic() of its declaration
 
     def publish(self, queue, body, delay=0.0, headers=None):
@@ -83,14 +89,15 @@ class Publisher:
     def depth(self, queue):
         """Messages ready in ``queue``; raises BrokerError."""
         def depth(slot):
-            declared = topology.queue(queue, self.exchange)(slot.channel()).queue_declare(
-                passive=True)
+            declared = self._replying(slot, lambda channel: topology.queue(
+                queue, self.exchange)(channel).queue_declare(passive=True))
             return declared.message_count
         return self._with_retry(self._single, "depth of %s" % queue, depth, retry=False)
 
     def close(self):
         self._single.close()
         self._tx.close()
+        self._control.reset()
 
     # -- inside ---------------------------------------------------------------
 
@@ -113,6 +120,8 @@ class Publisher:
             except BrokerError:
                 pool.discard(slot)
                 raise
+            except amqp.exceptions.MessageNacked:
+                raise BrokerError("%s: the broker refused it (nack)" % _what(what)) from None
             except connection.ERRORS as exc:
                 pool.discard(slot)
                 self._declared.clear()
@@ -125,10 +134,12 @@ class Publisher:
                 pool.give(slot)
 
     def _send_all(self, slot, items, transactional):
-        for queue, body, delay, headers in items:
-            self._send(slot, queue, body, delay, headers)
+        confirms = [self._send(slot, *item) for item in items]
         if transactional:
             slot.channel().tx_commit()
+        for confirmed in confirms:
+            if confirmed is not None:
+                confirmed.get()         # the broker's ack; its nack or a lost connection raises
 
     def _send(self, slot, queue, body, delay, headers):
         exchange, routing_key = self.exchange, queue
@@ -136,21 +147,29 @@ class Publisher:
             exchange, routing_key, headers = self.backend.delayed(self, slot, queue, delay,
                                                                   headers)
         self._ensure_declared(slot, queue)
-        # kombu's channel API, not its Producer: the body is encoded already and
-        # nothing of the Producer's generality (serializers, retries) is wanted here
-        channel = slot.channel()
-        channel.basic_publish(
-            channel.prepare_message(body, 0, codec.CONTENT_TYPE, codec.CONTENT_ENCODING,
-                                    headers or {}, {"delivery_mode": 2}),
-            exchange=exchange, routing_key=routing_key)
+        return slot.publish(body, headers, exchange, routing_key)
 
     def _ensure_declared(self, slot, queue):
         if queue not in self._declared:
             self._declare(slot, queue)
 
     def _declare(self, slot, queue):
-        topology.queue(queue, self.exchange)(slot.channel()).declare()
+        self._replying(slot, lambda channel: topology.queue(queue, self.exchange)(
+            channel).declare())
         self._declared[queue] = time.monotonic()
+
+    def _replying(self, slot, action):
+        """``action(channel)`` on a channel where a method may wait for its reply:
+        ``slot``'s own, or beside a pipelined channel (whose reader does all
+        its reading) the control connection, one caller at a time."""
+        if not slot.pipelined:
+            return action(slot.channel())
+        with self._controlling:
+            try:
+                return action(self._control.channel())
+            except BaseException:
+                self._control.reset()
+                raise
 
     def holding_queue(self, slot, queue, delay):
         """The name of the RabbitMQ queue that holds messages for ``queue``
@@ -159,7 +178,7 @@ class Publisher:
         holding = topology.delay_queue(queue, seconds, self.exchange)
         last = self._declared.get(holding.name)
         if last is None or time.monotonic() - last > topology.redeclare_after(seconds):
-            holding(slot.channel()).declare()
+            self._replying(slot, lambda channel: holding(channel).declare())
             self._declared[holding.name] = time.monotonic()
         return holding.name
 
@@ -175,22 +194,20 @@ def _item(queue, body, delay=0.0, headers=None):
 
 
 class _Pool:
-    """Connections to take and give back; ``shared``: one connection for all callers."""
+    """Connections to take and give back; ``shared``: the one slot for all callers."""
 
-    def __init__(self, backend, size, timeout, transactional, shared):
+    def __init__(self, backend, size, timeout, transactional, shared=None):
         self.backend, self.size, self.timeout = backend, size, timeout
         self.transactional, self.shared = transactional, shared
         self._idle = Queue()
-        self._slots = []
+        self._slots = [shared] if shared is not None else []
         self._closed = False
 
     def take(self):
         if self._closed:
             raise BrokerError("the publisher is closed")
-        if self.shared:
-            if not self._slots:
-                self._slots.append(_Slot(self.backend, self.transactional))
-            return self._slots[0]
+        if self.shared is not None:
+            return self.shared
         try:
             return self._idle.get_nowait()
         except Empty:
@@ -205,12 +222,13 @@ class _Pool:
                 self.size, self.timeout)) from None
 
     def give(self, slot):
-        if not self._closed and not self.shared:
+        if not self._closed and self.shared is None:
             self._idle.put(slot)
 
     def discard(self, slot):
-        """Throw away a connection that failed (not the shared one: others use it)."""
-        if not self.shared:
+        """Throw away a connection that failed (not the shared one: others use it;
+        a pipelined channel closes itself when it breaks)."""
+        if self.shared is None:
             slot.reset()
 
     def close(self):
@@ -222,6 +240,8 @@ class _Pool:
 
 class _Slot:
     """One connection with its channel, made on first use."""
+
+    pipelined = False
 
     def __init__(self, backend, transactional):
         self.backend, self.transactional = backend, transactional
@@ -239,6 +259,17 @@ class _Slot:
                 raise
             self.conn = conn
         return self._channel
+
+    def publish(self, body, headers, exchange, routing_key):
+        """Publish a persistent message; returns None (durable on return, or on commit).
+
+        kombu's channel API, not its Producer: the body is encoded already and
+        nothing of the Producer's generality (serializers, retries) is wanted here."""
+        channel = self.channel()
+        channel.basic_publish(
+            channel.prepare_message(body, 0, codec.CONTENT_TYPE, codec.CONTENT_ENCODING,
+                                    headers or {}, {"delivery_mode": 2}),
+            exchange=exchange, routing_key=routing_key)
 
     def reset(self):
         """Close the connection; an uncommitted transaction dies with it."""

@@ -1,0 +1,111 @@
+"""RabbitMQ publisher confirms pipelined on one channel (``broker/confirms.py``),
+against the real broker: many publishes in flight on one connection, each
+caller told of its own confirm; a nack and a broken connection fail only what
+they concern, and the publisher's next publish opens a new connection."""
+
+import socket
+import uuid
+
+import amqp.exceptions
+import gevent
+import kombu
+import pytest
+
+from mailerq_gevent.broker import Broker, backend, connection
+from mailerq_gevent.broker.confirms import PipelinedChannel
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+def queue(rabbit_url):
+    """A durable queue of its own, deleted after."""
+    name = "test_confirms_%s" % uuid.uuid4().hex[:12]
+    arguments = {}
+    yield lambda **extra: _declare(rabbit_url, name, arguments, extra)
+    with kombu.Connection(rabbit_url) as conn:
+        conn.channel().queue_delete(name)
+
+
+def _declare(url, name, arguments, extra):
+    arguments.update(extra)
+    with kombu.Connection(url) as conn:
+        kombu.Queue(name, durable=True, queue_arguments=arguments)(conn.channel()).declare()
+    return name
+
+
+def _depth(url, name):
+    with kombu.Connection(url) as conn:
+        return conn.channel().queue_declare(name, passive=True).message_count
+
+
+def test_many_publishes_are_in_flight_on_one_connection(rabbit_url, queue):
+    name = queue()
+    channel = PipelinedChannel(backend(rabbit_url))
+    confirms = [channel.publish(b'{"n": %d}' % n, None, "", name) for n in range(300)]
+    first = channel.conn
+    assert channel.in_flight > 1            # written, none waited for
+    assert all(confirmed.get(timeout=20) is True for confirmed in confirms)
+    assert channel.conn is first and channel.in_flight == 0
+    assert _depth(rabbit_url, name) == 300
+    channel.reset()
+
+
+def test_concurrent_publishers_each_get_their_own_confirm(rabbit_url, queue):
+    name = queue()
+    channel = PipelinedChannel(backend(rabbit_url))
+    done = []
+
+    def publisher(number):
+        for n in range(20):
+            assert channel.publish(b'{"n": %d}' % n, None, "", name).get(timeout=20) is True
+        done.append(number)
+    gevent.joinall([gevent.spawn(publisher, n) for n in range(25)], raise_error=True)
+    assert sorted(done) == list(range(25))
+    assert _depth(rabbit_url, name) == 500
+    channel.reset()
+
+
+def test_a_nack_fails_only_the_refused_publish(rabbit_url, queue):
+    # a full queue that rejects publishes: RabbitMQ nacks what it cannot take
+    name = queue(**{"x-max-length": 2, "x-overflow": "reject-publish"})
+    channel = PipelinedChannel(backend(rabbit_url))
+    confirms = [channel.publish(b"{}", None, "", name) for _ in range(3)]
+    assert [c.get(timeout=20) for c in confirms[:2]] == [True, True]
+    with pytest.raises(amqp.exceptions.MessageNacked):
+        confirms[2].get(timeout=20)
+    assert channel.publish(b"{}", None, "", "").get(timeout=20) is True   # still usable
+    channel.reset()
+
+
+def test_a_broken_connection_fails_what_is_in_flight(rabbit_url, queue):
+    name = queue()
+    channel = PipelinedChannel(backend(rabbit_url))
+    assert channel.publish(b"{}", None, "", name).get(timeout=20) is True
+    broken = channel.conn
+    in_flight = channel.publish(b"{}", None, "", name)      # no yield: not confirmed yet
+    broken.connection.sock.shutdown(socket.SHUT_RDWR)
+    with pytest.raises(connection.ERRORS):
+        in_flight.get(timeout=20)
+    assert channel.conn is None and channel.in_flight == 0
+    assert channel.publish(b"{}", None, "", name).get(timeout=20) is True
+    assert channel.conn is not broken
+    channel.reset()
+
+
+def test_the_publisher_retries_on_a_new_connection_after_a_break(rabbit_url):
+    broker = Broker(rabbit_url, timeout=10)
+    name = "test_confirms_%s" % uuid.uuid4().hex[:12]
+    try:
+        assert broker.start([name])
+        assert broker.publish(name, {"n": 1})
+        shared = broker.publisher._single.shared
+        shared.conn.connection.sock.shutdown(socket.SHUT_RDWR)
+        wait_until(lambda: shared.conn is None)       # the reader saw the break
+        assert broker.publish(name, {"n": 2})
+        assert broker.publish(name, {"n": 3}, delay=30)    # declarations beside it still work
+        wait_until(lambda: broker.depth(name) == 2)
+    finally:
+        broker.stop(5)
+        with kombu.Connection(rabbit_url) as conn:
+            for queue_name in (name, name + ".delay.30"):
+                conn.channel().queue_delete(queue_name)
