@@ -13,6 +13,7 @@ import pytest
 
 from mailerq_gevent.broker import Broker, backend, connection
 from mailerq_gevent.broker.confirms import PipelinedChannel
+from mailerq_gevent.broker.frames import CoalescingWriter
 from tests.waiting import wait_until
 
 
@@ -109,3 +110,65 @@ def test_the_publisher_retries_on_a_new_connection_after_a_break(rabbit_url):
         with kombu.Connection(rabbit_url) as conn:
             for queue_name in (name, name + ".delay.30"):
                 conn.channel().queue_delete(queue_name)
+
+
+class _Transport:
+    """What CoalescingWriter writes through: records each write, or fails."""
+
+    def __init__(self, fail=False):
+        self.writes, self.fail = [], fail
+        self.sock, self.shut = self, False
+
+    def write(self, data):
+        if self.fail:
+            raise ConnectionResetError("peer gone")
+        self.writes.append(bytes(data))
+
+    def shutdown(self, how):
+        self.shut = True
+
+
+def test_the_frames_of_one_loop_turn_leave_in_one_write_in_order():
+    transport = _Transport()
+    writer = CoalescingWriter(transport)
+    buffer = bytearray(b"one")
+    writer.write(memoryview(buffer))
+    buffer[:] = b"two"                   # py-amqp reuses its buffer: the writer copied
+    writer.write(memoryview(buffer))
+    writer.write(b"three")
+    gevent.sleep(0.01)
+    assert transport.writes == [b"onetwothree"]
+    writer.write(b"four")
+    gevent.sleep(0.01)
+    assert transport.writes == [b"onetwothree", b"four"]
+    writer.close()
+
+
+def test_a_failed_write_shuts_the_socket_down_for_the_reader_to_see():
+    transport = _Transport(fail=True)
+    writer = CoalescingWriter(transport)
+    writer.write(b"frame")
+    wait_until(lambda: transport.shut)
+    writer.close()
+
+
+def test_consumer_acks_on_rabbitmq_are_coalesced_and_all_arrive(rabbit_url, queue):
+    name = queue()
+    broker = Broker(rabbit_url, timeout=10)
+    try:
+        assert broker.start([name])
+        gevent.joinall([gevent.spawn(broker.publish, name, {"n": n}) for n in range(200)],
+                       raise_error=True)
+        seen = []
+
+        def handler(delivery):
+            seen.append(delivery.json()["n"])
+            gevent.spawn(delivery.ack)
+        consumer = broker.consume(name, handler, prefetch=50)
+        wait_until(lambda: len(seen) == 200 and consumer.unsettled == 0)
+        gevent.sleep(0.1)
+        consumer.stop(5)        # an ack that never reached RabbitMQ: its message back in the queue
+        assert _depth(rabbit_url, name) == 0
+        assert sorted(seen) == list(range(200))
+    finally:
+        broker.stop(5)

@@ -5,19 +5,18 @@ messages published on a channel from 1 and answers each with ``basic.ack``
 or ``basic.nack`` carrying that number, or one number with ``multiple`` for
 every message up to it; RabbitMQ sends those after its fsync, for many
 messages at once. ``PipelinedChannel`` is one connection in that mode shared
-by every greenlet of a process: ``publish`` writes a message (one greenlet at
-a time, so that the frames of two messages never interleave), files an
-``AsyncResult`` under its number and returns it; one reader greenlet drains
-the connection and settles the results. A caller waits for its own confirm
+by every greenlet of a process: ``publish`` hands a message to the
+connection's coalescing writer (``frames.coalesce``: the publishes of one
+turn of the event loop leave in one write), files an ``AsyncResult`` under
+its number and returns it; one reader greenlet drains the connection and
+settles the results. A caller waits for its own confirm
 only, so a thousand transactions in flight cost one connection and no
 round trip each (py-amqp's own confirm mode waits for each publish's ack
 before the next can be written).
 
 A broken connection (write or read) fails every publish in flight with the
 error and is closed; the next ``publish`` opens a new one. A nack fails its
-own publishes (``MessageNacked``). A publish interrupted while writing (a
-timeout) closes the connection too: part of its frames may be on the wire.
-Methods that wait for a reply (``queue.declare``) are not for this channel,
+own publishes (``MessageNacked``). Methods that wait for a reply (``queue.declare``) are not for this channel,
 whose reading is the reader's: the publisher sends them on another.
 """
 
@@ -27,7 +26,7 @@ from amqp import spec
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 
-from mailerq_gevent.broker import codec, connection
+from mailerq_gevent.broker import codec, connection, frames
 
 _PUBLISH_ARGS = "Bssbb"     # ticket, exchange, routing key, mandatory, immediate
 
@@ -39,7 +38,7 @@ class PipelinedChannel:
 
     def __init__(self, backend):
         self.backend = backend
-        self.conn = self._channel = self._reader = None
+        self.conn = self._channel = self._reader = self._writer = None
         self._pending = {}          # delivery tag -> AsyncResult, in increasing tag order
         self._tag = 0
         self._writing = Semaphore()
@@ -62,7 +61,8 @@ class PipelinedChannel:
             confirmed = self._pending[self._tag] = AsyncResult()
             try:
                 # what basic_publish sends, without its per-publish poll of the
-                # socket for a connection.blocked notice: the reader reads
+                # socket for a connection.blocked notice: the reader reads.
+                # Into the writer's buffer: this does not yield
                 channel.send_method(spec.Basic.Publish, _PUBLISH_ARGS,
                                     (0, exchange, routing_key, False, False), message)
             except BaseException as exc:
@@ -79,15 +79,17 @@ class PipelinedChannel:
 
     def _open(self):
         conn = connection.connect(self.backend, confirm=False)
+        writer = frames.coalesce(conn)
         try:
             channel = conn.channel()
             channel.confirm_select()
         except BaseException:
             _quietly(conn.release)
+            writer.close()
             raise
         channel.events["basic_ack"].add(self._acked)
         channel.events["basic_nack"].add(self._nacked)
-        self.conn, self._channel, self._tag = conn, channel, 0
+        self.conn, self._channel, self._writer, self._tag = conn, channel, writer, 0
         self._reader = gevent.spawn(self._read, conn)
 
     def _read(self, conn):
@@ -124,6 +126,7 @@ class PipelinedChannel:
             return
         pending, self._pending = self._pending, {}
         reader, self._reader = self._reader, None
+        writer, self._writer = self._writer, None
         self.conn = self._channel = None
         if not isinstance(exc, connection.ERRORS):
             exc = ConnectionError("publishing connection lost: %s" % exc.__class__.__name__)
@@ -131,7 +134,9 @@ class PipelinedChannel:
             confirmed.set_exception(exc)
         if reader is not None and reader is not gevent.getcurrent():
             reader.kill(block=False)
-        _quietly(conn.release)
+        _quietly(conn.release)          # its close goes out through the writer, then that stops
+        if writer is not None:
+            writer.close()
 
 
 def _quietly(function):

@@ -3,16 +3,18 @@
 ``backend(url)`` gives the object the broker layer works through, one of:
 
 * ``RabbitMQ`` for ``amqp://`` and ``amqps://``: kombu over py-amqp with
-  publisher confirms on (every ``basic_publish`` waits for the broker's ack,
-  so a publish that returns is on disk in a durable queue);
+  publisher confirms on (a publish returns once the broker has acked it, so it
+  is on disk in a durable queue; ``confirms.PipelinedChannel`` keeps many in
+  flight on one channel);
 * ``embedded.EmbeddedQueue`` for ``sqlite:///path`` (and ``memory://``, the
   same in memory, for tests).
 
 Both have ``open()``, ``close()``, ``connect(confirm)`` (a new kombu
 Connection), ``delayed(...)`` (how a publish is held back), and
 ``committed_elsewhere(due)`` (another process published into it); and three
-facts the publisher sizes its connections by (``pipelined_confirms``,
-``transaction_slots``, ``retry_broken``).
+facts the publisher and consumers size their connections by
+(``pipelined_confirms``, ``amqp_frames``, ``transaction_slots``,
+``retry_broken``).
 """
 
 import socket
@@ -46,6 +48,7 @@ class RabbitMQ:
     """A RabbitMQ broker at ``url``."""
 
     pipelined_confirms = True   # single publishes: one confirms.PipelinedChannel
+    amqp_frames = True          # py-amqp's frames on a socket: frames.coalesce applies
     transaction_slots = 0       # no more transactional connections than the pool size
     retry_broken = True         # a broken connection may be a restarted broker: try once more
 

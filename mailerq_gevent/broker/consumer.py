@@ -10,7 +10,8 @@ work to a pool); the work then settles the ``Delivery`` exactly once:
   (the retry schedule): the new copy is published durably first, then the
   original is acked, so a crash in between duplicates, never loses.
 
-At most ``prefetch`` messages are unsettled at a time. A handler that raises
+At most ``prefetch`` messages are unsettled at a time. On RabbitMQ the acks
+of one turn of the event loop leave in one write (``frames.coalesce``). A handler that raises
 leaves the message requeued with ``ERROR_DELAY``: a surprise never drops mail
 and a poison message does not spin. When the connection breaks the consumer
 reconnects with backoff; the broker gives the unacked messages to the next
@@ -27,7 +28,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from mailerq_gevent import logs
-from mailerq_gevent.broker import codec, connection, topology
+from mailerq_gevent.broker import codec, connection, frames, topology
 from mailerq_gevent.broker.publisher import BrokerError
 
 log = logs.get(__name__)
@@ -106,7 +107,7 @@ class Consumer:
         self._drained.set()
         self._stopping = False
         self._greenlet = None
-        self._conn = None
+        self._conn = self._writer = None
 
     def start(self):
         self._greenlet = gevent.spawn(self._run)
@@ -143,6 +144,8 @@ class Consumer:
 
     def _session(self):
         self._conn = connection.connect(self.backend, confirm=False)
+        if self.backend.amqp_frames:        # the acks of one loop turn in one write
+            self._writer = frames.coalesce(self._conn)
         channel = self._conn.channel()
         consumer = kombu.Consumer(channel, [topology.queue(self.queue, self.exchange)],
                                   on_message=self._on_message, prefetch_count=self.prefetch)
@@ -162,6 +165,7 @@ class Consumer:
 
     def _close(self):
         conn, self._conn = self._conn, None
+        writer, self._writer = self._writer, None
         self._generation += 1
         self.unsettled = 0
         self._drained.set()
@@ -170,6 +174,8 @@ class Consumer:
                 conn.release()
             except Exception:  # noqa: BLE001 - a broken connection may not close cleanly
                 pass
+        if writer is not None:
+            writer.close()
 
     def _on_message(self, message):
         delivery = Delivery(self, message, self._generation)

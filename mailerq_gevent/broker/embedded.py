@@ -38,6 +38,7 @@ class EmbeddedQueue:
     """See the module docstring. ``url`` is ``sqlite:///<path>`` or ``memory://``."""
 
     pipelined_confirms = False  # its one channel serves every single publish at once
+    amqp_frames = False         # kombu's in-process channel: no frames to coalesce
     transaction_slots = 32      # transactional publishers at least (each a cheap connection)
     retry_broken = False        # a failure is the file's: trying again would fail alike
 
