@@ -27,7 +27,7 @@ from mailerq_gevent.delivery.engine import DeliveryEngine
 from mailerq_gevent.delivery.stats import Stats
 from mailerq_gevent.smtpd.checks import InboundChecks
 from mailerq_gevent.smtpd.server import SMTPServer
-from mailerq_gevent.smtpd.workers import WorkerPool
+from mailerq_gevent.smtpd.workers import WorkerPool, worker_processes
 
 VAR_DIR = "var"     # generated files (the self-signed certificate), like the default paths
 
@@ -118,8 +118,9 @@ class App:
             conf.smtp_certificate, conf.smtp_key, conf.smtp_ciphers, var_dir=VAR_DIR,
             hostname=conf.smtp_hostname or socket.gethostname(), name="smtp")
         authenticator = authn.from_spec(conf.smtp_auth)    # checks the spec here, at start
-        if conf.smtp_threads > 1:
-            pool = WorkerPool(conf, conf.smtp_threads, var_dir=VAR_DIR,
+        workers = worker_processes(conf.smtp_threads)
+        if workers:
+            pool = WorkerPool(conf, workers, var_dir=VAR_DIR,
                               on_commit=self.queue.committed_elsewhere, recorder=self.recorder)
             self.reloader.subscribe(pool.settings_changed)
             return pool

@@ -8,6 +8,7 @@ import pytest
 
 from mailerq_gevent import config
 from mailerq_gevent.config_values import HostPort
+from mailerq_gevent.smtpd.workers import worker_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +47,11 @@ def test_run_config_is_valid_and_embedded():
 def test_smtp_threads_auto_is_one_per_cpu(raw, threads):
     assert parse("smtp-threads: %s\n" % raw).smtp_threads == threads
     assert config.defaults().smtp_threads == len(os.sched_getaffinity(0))
+
+
+def test_smtp_threads_counts_the_daemon_among_its_processes():
+    # the daemon delivers; the others run SMTP sessions; 1 keeps them in the daemon
+    assert [worker_processes(n) for n in (1, 2, 4)] == [0, 1, 3]
 
 
 def test_smtp_threads_error_names_the_line():

@@ -87,7 +87,7 @@ def test_run_as_module_and_script_agree():
     assert out.returncode == 0 and "--purge-database" in out.stdout
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 3])
 def test_the_console_reports_open_connections(tmp_path, daemon, threads):
     """The daemon wires its SMTP server (or its SMTP worker processes, which
     tell it their sessions) and its senders into the console's status."""
@@ -104,7 +104,7 @@ def test_the_console_reports_open_connections(tmp_path, daemon, threads):
     proc = daemon(conf)
     proc.wait_for("event=console.listening")
     if threads > 1:
-        proc.wait_for("event=smtp.worker_started index=1")
+        proc.wait_for("event=smtp.workers_started count=2")
 
     def status():
         return requests.get("http://127.0.0.1:%d/api/status" % www, timeout=10,

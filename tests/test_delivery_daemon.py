@@ -44,7 +44,7 @@ def test_kill_9_during_delivery_loses_nothing(tmp_path, daemon):
 
 
 def test_mail_received_by_smtp_workers_is_delivered_by_the_daemon(tmp_path, daemon):
-    """With smtp-threads 2 the workers commit into the daemon's queue file
+    """With smtp-threads 3 the two workers commit into the daemon's queue file
     themselves; their commit notices wake the daemon's senders at once."""
     import smtplib
 
@@ -52,7 +52,7 @@ def test_mail_received_by_smtp_workers_is_delivered_by_the_daemon(tmp_path, daem
     sink = SmtpSink().start()
     port = free_port()
     conf = write_config(tmp_path, "relay: 127.0.0.1:%d\nsmtp-port: %d\nsmtp-ip: 127.0.0.1\n"
-                                  "smtp-threads: 2\n" % (sink.port, port))
+                                  "smtp-threads: 3\n" % (sink.port, port))
     conf.write_text(conf.read_text().replace("smtp-port:\n", ""))
     try:
         proc = daemon(conf)

@@ -72,7 +72,7 @@ def test_kill_9_right_after_250_loses_nothing(tmp_path, daemon):
 
 def start_workers(tmp_path, daemon, extra=""):
     port = free_port()
-    conf = write_config(tmp_path, "smtp-port: %d\nsmtp-ip: 127.0.0.1\nsmtp-threads: 2\n%s"
+    conf = write_config(tmp_path, "smtp-port: %d\nsmtp-ip: 127.0.0.1\nsmtp-threads: 3\n%s"
                         % (port, extra))
     text = conf.read_text().replace("smtp-port:\n", "").replace(
         "rabbitmq-inbox: outbox\n", "rabbitmq-inbox: inbox\n")

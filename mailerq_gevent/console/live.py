@@ -42,6 +42,7 @@ from gevent.queue import Empty, Queue
 from mailerq_gevent.console.answers import ApiError, json_route
 from mailerq_gevent.console.render import Message
 from mailerq_gevent.console.templates import template
+from mailerq_gevent.smtpd.workers import worker_processes
 from mailerq_gevent.transcript import NULL_TAP, Redactor, Sampler, Transcript, as_text
 
 MAX_LINE = 1000
@@ -331,7 +332,7 @@ def install(app, context):
         return template(context, "live", title="Live SMTP", scripts=["js/live.js"],
                         conversations=_summaries(recorder), recording=recorder is not None,
                         size=recorder.size if recorder else 0, clock_text=clock_text,
-                        workers=threads if threads > 1 else 0)
+                        workers=worker_processes(threads))
 
     @app.get("/live/<number:int>")
     @guard.require("page")

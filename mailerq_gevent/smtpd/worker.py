@@ -1,4 +1,4 @@
-"""One SMTP worker process (``smtp-threads`` above 1); started by ``workers.py``.
+"""One SMTP worker process (``smtp-threads`` above 1: one fewer than it says); started by ``workers.py``.
 
     python -m mailerq_gevent.smtpd.worker --config FILE --index N --channel FD --workers COUNT
 
