@@ -39,13 +39,24 @@ SHA-256 digest of the header hash; its key is PKCS#8 PEM or the base64 of the
 32-byte seed (dkimpy's ``dknewkey`` form); its TXT record has ``k=ed25519``.
 
 Where it runs: ``sign`` is CPU work in the calling greenlet, about 380 us
-for an RSA-2048 signature of a 2 KB message (245 us of it OpenSSL's private
-key operation, the rest canonicalisation and hashing); it does no I/O. The
-RSA operation in a gevent ``ThreadPool`` (``cryptography`` releases the GIL
-around it) was measured and is slower: ``bench/relay.py --variants dkim``,
-medians of 4 interleaved runs, 948 msg/s and 1.37-1.46 CPU ms a message
-with the pool against 1,122 msg/s and 1.06-1.09 ms signing here (the hand-over
-and the two threads' contention for the GIL cost more than the signature).
+for an RSA-2048 signature of a 2 KB message on a quick machine (245 us of it
+OpenSSL's private key operation, the rest canonicalisation and hashing), and
+0.9-1.3 ms on a slow one (``openssl speed rsa2048``: 1,230 signatures/s a
+core); it does no I/O. Two other places for the RSA operation were built and
+measured (``bench/relay.py --dkim --variants dkim``, interleaved runs against
+this) and are slower:
+
+* a gevent ``ThreadPool`` (``cryptography`` releases the GIL around it):
+  948 against 1,122 msg/s (1.37-1.46 against 1.06-1.09 CPU ms a message) on
+  the quick machine, 310-396 against 344-423 msg/s (3.4-3.9 against 2.8-3.2
+  ms) on the slow one: the hand-over and the two threads' contention for the
+  GIL cost more than the signature;
+* the SMTP worker processes, over their channels (the digest and the key
+  out, the signature back; at most 4 or 8 in flight a worker, the rest
+  signed here, or waiting for a worker): 344-416 against 378-436 msg/s, and
+  always more CPU a message (3.1-3.8 against 2.7-3.0 ms): during the
+  injection the worker's core is busy receiving, and its signatures hold its
+  event loop, so receiving slows (inject 756-1,303 against 1,547-1,678 msg/s).
 """
 
 import base64
