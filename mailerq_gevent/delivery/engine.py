@@ -2,7 +2,10 @@
 
 ``DeliveryEngine`` consumes ``rabbitmq-outbox`` with a prefetch as large as
 its pool of sender greenlets, so every message taken is being worked on (none
-waits in the process behind another). For each message:
+waits in the process behind another), and takes no further message while
+the bodies in hand pass ``IN_HAND_BYTES`` (each is held in three or four
+forms while it is sent: 500 messages of 100 KB would be some 200 MB). For
+each message:
 
 1. ``nextattempt`` in the future, or the (local IP, domain) pair ``paused``:
    back to the queue with a delay, no attempt counted;
@@ -29,6 +32,7 @@ import functools
 import socket
 import time
 
+from gevent.event import Event
 from gevent.pool import Pool
 
 from mailerq_gevent import logs
@@ -48,6 +52,7 @@ log = logs.get(__name__)
 PAUSED_DELAY = 60.0         # seconds a paused message waits before it is looked at again
 ERROR_DELAY = 60.0          # after an unexpected error
 DEFAULT_PREFETCH = 500
+IN_HAND_BYTES = 32 * 2 ** 20    # queued bodies being delivered at once (one alone always)
 
 
 class DeliveryEngine:
@@ -70,6 +75,7 @@ class DeliveryEngine:
         self.attempts = Attempts(self.pool, self.throttles, Signer())
         self.spread = Spread(clock=monotonic)
         self.senders = Pool(self.prefetch)
+        self.in_hand = _Bytes(IN_HAND_BYTES)
         self.consumer = None
 
     # -- life ------------------------------------------------------------------
@@ -91,7 +97,17 @@ class DeliveryEngine:
             self.stats.stop()
 
     def _received(self, delivery):
-        self.senders.spawn(self._deliver, delivery)
+        """In the consumer's greenlet: waiting here (for a sender, or for room
+        under ``IN_HAND_BYTES``) takes no further message meanwhile."""
+        size = len(delivery.message.body)
+        self.in_hand.take(size)
+        self.senders.spawn(self._deliver_sized, delivery, size)
+
+    def _deliver_sized(self, delivery, size):
+        try:
+            self._deliver(delivery)
+        finally:
+            self.in_hand.give(size)
 
     # -- one message -------------------------------------------------------------
 
@@ -174,6 +190,25 @@ class DeliveryEngine:
         rule = settings.flood_response(text, localip or "", domain)
         if rule is not None:
             self.throttles.flood(localip, domain, rule)
+
+
+class _Bytes:
+    """Bytes in hand: ``take`` waits while they would pass ``limit`` (a
+    message alone always passes); one greenlet takes, any gives back."""
+
+    def __init__(self, limit):
+        self.limit, self.used = limit, 0
+        self._room = Event()
+
+    def take(self, size):
+        while self.used and self.used + size > self.limit:
+            self._room.clear()
+            self._room.wait()
+        self.used += size
+
+    def give(self, size):
+        self.used -= size
+        self._room.set()
 
 
 def _limit(capacity, reason):
