@@ -28,19 +28,21 @@ def encode(message):
 
 
 def encode_text(text):
-    """One string as JSON (for a MIME encoded once for several messages)."""
+    """One string as JSON bytes (for a MIME encoded once for several messages)."""
     try:
-        return orjson.dumps(text).decode("utf-8")
+        return orjson.dumps(text)
     except TypeError:
-        return json.dumps(text)
+        return json.dumps(text).encode("ascii")
 
 
 def encode_with_mime(message, mime_json):
-    """``message`` plus ``"mime": <mime_json>`` (an already encoded JSON string),
-    so a large MIME is encoded once for all the recipients of a message."""
+    """``message`` plus ``"mime": <mime_json>`` (an already encoded JSON string,
+    as bytes: not decoded and encoded again, which costs a copy or two of a
+    large MIME), so a large MIME is encoded once for all the recipients of a
+    message."""
     head = encode(message)
     separator = b"," if len(head) > 2 else b""
-    return b"".join((head[:-1], separator, b'"mime":', mime_json.encode("utf-8"), b"}"))
+    return b"".join((head[:-1], separator, b'"mime":', mime_json, b"}"))
 
 
 def decode(body):
