@@ -21,8 +21,12 @@ def most_in_hand(tmp_path, limit, count=6):
     for _ in range(count):
         world.inject(mime=BIG)
     busy = []
-    watch = gevent.spawn(lambda: [busy.append(len(world.engine.senders)) or gevent.sleep(0.01)
-                                  for _ in iter(int, 1)])
+
+    def look():
+        while True:
+            busy.append(len(world.engine.senders))
+            gevent.sleep(0.01)
+    watch = gevent.spawn(look)
     world.start()
     try:
         wait_until(lambda: len(world.sink.messages) == count, timeout=30)

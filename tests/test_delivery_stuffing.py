@@ -1,17 +1,17 @@
-"""Dot-stuffing on the way out (``delivery.sender._stuffed``) and its undoing
-on the way in (``mail.data.unstuff``), RFC 5321 §4.5.2: each against a plain
-reference on tricky and on random input (dots, bare CR and LF)."""
+"""Dot-stuffing on the way out (``mail.data.stuff``, the senders') and its
+undoing on the way in (``mail.data.unstuff``, the server's), RFC 5321 §4.5.2:
+each against a plain reference on tricky and on random input (dots, bare CR
+and LF)."""
 
 import random
 import re
 
 import pytest
 
-from mailerq_gevent.delivery.sender import _stuffed
-from mailerq_gevent.mail.data import unstuff
+from mailerq_gevent.mail.data import stuff, unstuff
 
 
-def reference_stuffed(data):
+def referencestuff(data):
     return re.sub(rb"(?m)^\.", b"..", data)        # a dot more after every LF and at the start
 
 
@@ -32,12 +32,12 @@ def samples(count=3000, seed=5321):
     (b"a\r\n..\r\n", b"a\r\n...\r\n"), (b"a\n.b", b"a\n..b"), (b"a\r.b", b"a\r.b"),
     (b"no dot\r\n", b"no dot\r\n")])
 def test_a_dot_more_at_the_start_of_every_line_that_has_one(data, stuffed):
-    assert _stuffed(data) == stuffed
+    assert stuff(data) == stuffed
 
 
 def test_stuffing_is_the_reference_on_random_input():
     for data in samples():
-        assert _stuffed(data) == reference_stuffed(data), data
+        assert stuff(data) == referencestuff(data), data
 
 
 @pytest.mark.parametrize("wire, message", [
@@ -57,4 +57,4 @@ def test_unstuffing_is_the_reference_on_random_input():
 def test_what_is_stuffed_comes_back_unstuffed():
     for data in samples():
         message = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
-        assert unstuff(b"\r\n" + _stuffed(message)) == message, data
+        assert unstuff(b"\r\n" + stuff(message)) == message, data

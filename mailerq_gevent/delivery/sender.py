@@ -30,6 +30,7 @@ import gevent
 
 from mailerq_gevent import logs
 from mailerq_gevent.delivery.result import make
+from mailerq_gevent.mail.data import stuff
 from mailerq_gevent.transcript import NULL_TAP, TeeSocket
 
 log = logs.get(__name__)
@@ -213,7 +214,7 @@ class Connection:
         self._state = "data"
         if data_code != 354:
             return make("data", data_code, data_text)
-        smtp.send(_stuffed(mime) + (b"" if mime.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        smtp.send(stuff(mime) + (b"" if mime.endswith(b"\r\n") else b"\r\n") + b".\r\n")
         code, text = smtp.getreply()
         return make("data", code, text)
 
@@ -246,15 +247,6 @@ class Connection:
                 pass
         smtp.close()
         tap.end()
-
-
-def _stuffed(mime):
-    """Dot-stuffing (RFC 5321 §4.5.2): a dot more at the start of every line
-    that starts with one. ``bytes.replace`` rather than a multiline regex:
-    measured 0.10 against 1.12 ms for 100 KB, a quarter of the daemon's time
-    relaying 100 KB messages."""
-    stuffed = mime.replace(b"\n.", b"\n..")
-    return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
 class _Client(smtplib.SMTP):

@@ -1,4 +1,5 @@
-"""One SMTP worker process (``smtp-threads`` above 1: one fewer than it says); started by ``workers.py``.
+"""One SMTP worker process (``smtp-threads: N`` above 1 starts N - 1 of them,
+``workers.py``).
 
     python -m mailerq_gevent.smtpd.worker --config FILE --index N --channel FD --workers COUNT
 
