@@ -60,6 +60,11 @@ class Delivery:
         return body.encode("utf-8") if isinstance(body, str) else body
 
     @property
+    def size(self):
+        """The body's length as it came (no copy made)."""
+        return len(self.message.body)
+
+    @property
     def headers(self):
         return self.message.headers or {}
 

@@ -99,7 +99,7 @@ class DeliveryEngine:
     def _received(self, delivery):
         """In the consumer's greenlet: waiting here (for a sender, or for room
         under ``IN_HAND_BYTES``) takes no further message meanwhile."""
-        size = len(delivery.message.body)
+        size = delivery.size
         self.in_hand.take(size)
         self.senders.spawn(self._deliver_sized, delivery, size)
 
