@@ -13,7 +13,9 @@ Each kept message is a ``Received`` with ``sender``, ``recipients``, ``data``
 reply to the final dot. ``tls`` (an ``ssl.SSLContext``) makes it offer STARTTLS; ``starttls_count``
 counts the upgrades. ``advertise`` lists the EHLO keywords (8BITMIME,
 PIPELINING, SMTPUTF8, SIZE by default). ``commands`` keeps every MAIL and RCPT
-line as it came. The sink writes nothing to disk.
+line as it came. A MAIL inside an open transaction (no RSET, end of data
+or EHLO since the last MAIL taken) gets 503, as from Postfix. The sink
+writes nothing to disk.
 """
 
 import collections
@@ -129,6 +131,9 @@ class _Conversation:
         if verb in ("MAIL", "RCPT"):
             self.sink.commands.append("%s %s" % (verb, arg))
         if verb == "MAIL":
+            if self.sender is not None:     # as Postfix: a transaction is open
+                self.sock.sendall(b"503 5.5.1 Error: nested MAIL command\r\n")
+                return True
             self.sender = arg.partition(":")[2].split(" ")[0].strip("<>")
             return self.reply("mail", "250 2.1.0 ok") or self.reset() or True
         if verb == "RCPT":

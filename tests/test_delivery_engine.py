@@ -226,6 +226,25 @@ def test_consecutive_messages_reuse_one_connection(world):
     assert w.engine.pool.open_count == 1 and w.engine.pool.idle_count == 1
 
 
+@pytest.mark.parametrize("extensions", [("PIPELINING",), ()], ids=["pipelining", "one by one"])
+def test_a_refused_recipient_is_reset_before_the_next_message(world, extensions):
+    """A delivered message ends its transaction; a refused recipient leaves
+    MAIL's open, and the next message on the connection starts with RSET (the
+    sink answers a nested MAIL with 503, as Postfix does)."""
+    w = world(sink=SmtpSink(advertise=extensions).start())
+    w.inject()
+    wait_until(lambda: w.count("success") == 1)
+    w.sink.fault("rcpt", "550 5.1.1 no such user")
+    w.inject()
+    wait_until(lambda: w.count("failure") == 1)
+    w.sink.clear_faults()
+    for n in (2, 3):
+        w.inject()
+        wait_until(lambda: w.count("success") == n)
+    assert w.sink.connections == 1 and len(w.sink.messages) == 3
+    assert w.count("retry") == 0
+
+
 def test_connection_maxmessages_and_idle_expiry(world):
     w = world(rows={"capacity": [capacity("example.test", connection_maxmessages=2,
                                           connection_maxidletime=200)]})
@@ -404,7 +423,7 @@ def test_delivery_over_rabbitmq_with_a_retry_through_its_delay_queue(tmp_path, r
                     channel = conn.channel()
 
 
-def test_a_pipelining_server_gets_rset_mail_rcpt_and_data_in_one_write(world):
+def test_a_pipelining_server_gets_mail_rcpt_and_data_in_one_write_rset_only_when_needed(world):
     """RFC 2920: the commands of a transaction go together; the replies are
     read in order; a refused recipient does not desynchronise the session.
     A forwarder between the engine and the sink records what each write held."""
@@ -446,5 +465,8 @@ def test_a_pipelining_server_gets_rset_mail_rcpt_and_data_in_one_write(world):
         proxy.stop(1)
     together = [c for c in chunks if b"MAIL FROM:" in c]
     assert len(together) == 3 and all(b"RCPT TO:" in c and b"DATA\r\n" in c for c in together)
-    assert together[1].startswith(b"RSET\r\n") and together[2].startswith(b"RSET\r\n")
+    # a delivered message leaves the server reset (RFC 5321 §4.1.1.4); the
+    # refused recipient leaves MAIL's transaction open, so RSET ends it first
+    assert together[0].startswith(b"MAIL FROM:") and together[1].startswith(b"MAIL FROM:")
+    assert together[2].startswith(b"RSET\r\nMAIL FROM:")
     assert w.sink.connections == 1 and len(w.sink.messages) == 2

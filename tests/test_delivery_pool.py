@@ -2,7 +2,10 @@
 connections: opening, reuse (newest first), hand-over, closing and giving back
 every slot, ``smtp-connections-out``, the soft limit per server, the waiters'
 limits. Real throttles and budget; nothing sleeps (the pool's slot poll is
-made 1 ms where a test lets a waiter look again)."""
+made 1 ms where a test lets a waiter look again; the waiters in turn wake on
+the real loop timer, tens of milliseconds)."""
+
+import time
 
 import gevent
 import pytest
@@ -260,3 +263,63 @@ def test_close_one_closes_the_connection_nearest_its_expiry():
     idle.give(soon, "b", 1.0)
     assert idle.close_one() and closed == [soon]
     assert idle.close_one() and not idle.close_one() and len(idle) == 0
+
+
+def test_waiters_in_turn_wake_one_at_a_time_and_in_order():
+    """Hundreds of messages waiting for a crowded server's connections: one
+    wakes per period (to open the next), the first in line first, instead
+    of every one of them at each period."""
+    idle = IdleConnections(lambda conn, wait: None)
+    woken = []
+
+    def waiting(n):
+        got = idle.wait("mx", 0.02, in_turn=True)
+        woken.append((n, got))
+
+    waiters = [gevent.spawn(waiting, n) for n in range(50)]
+    gevent.sleep(0)
+    deadline = time.monotonic() + 5
+    while len(woken) < 3 and time.monotonic() < deadline:
+        gevent.sleep(0.005)
+    assert [n for n, _ in woken[:3]] == [0, 1, 2] and all(got is None for _, got in woken)
+    assert len(woken) < 50
+    conn = FakeConnection("198.51.100.9", 25)
+    first_waiting = len(woken)
+    idle.give(conn, "mx", 5.0)                        # handed to the first still waiting
+    gevent.sleep(0)
+    assert (first_waiting, conn) in woken
+    idle.stop()                                       # the rest are let go, the timer closed
+    gevent.joinall(waiters, timeout=5)
+    assert len(woken) == 50 and not idle._turns and not idle._in_turn and not idle._waiting
+
+
+def test_a_waiter_not_in_turn_keeps_its_own_timeout_beside_them():
+    idle = IdleConnections(lambda conn, wait: None)
+    in_turn = gevent.spawn(idle.wait, "mx", 30.0, in_turn=True)
+    gevent.sleep(0)
+    assert idle.wait("mx", 0.01) is None              # its own 10 ms, not the line's 30 s
+    conn = FakeConnection("198.51.100.9", 25)
+    idle.give(conn, "mx", 5.0)
+    assert in_turn.get(timeout=1) is conn and not idle._turns
+
+
+def test_a_waiter_woken_in_turn_does_not_orphan_the_line_after_it():
+    """The first in line woken in turn, taken off the line by another
+    waiter's leaving, and a newer line begun before it runs: its leaving
+    must not drop the newer line, whose waiters would never be handed a
+    connection (they waited 30 s while connections idled: seen in a bench)."""
+    import collections
+
+    from gevent.event import AsyncResult
+    idle = IdleConnections(lambda conn, wait: None)
+    first = gevent.spawn(idle.wait, "mx", 0.01, in_turn=True)
+    gevent.sleep(0)
+    idle._next_turn("mx")                   # its turn: woken, not yet run
+    idle._waiting["mx"].popleft()           # as another waiter's leaving does
+    del idle._waiting["mx"]
+    newer = AsyncResult()                   # a waiter of the newer line, as wait() makes it
+    idle._waiting.setdefault("mx", collections.deque()).append(newer)
+    assert first.get(timeout=1) is None
+    conn = FakeConnection("198.51.100.9", 25)
+    idle.give(conn, "mx", 5.0)
+    assert newer.ready() and newer.get() is conn

@@ -21,6 +21,7 @@ from mailerq_gevent import logs
 log = logs.get(__name__)
 
 REAP_EVERY = 0.5
+TURN_LIMIT = 30.0       # seconds at most a waiter ``in_turn`` waits, should its turn be lost
 
 
 class IdleConnections:
@@ -30,6 +31,8 @@ class IdleConnections:
         self._close, self.clock = close, clock
         self._idle = {}         # server -> [(expires_at, Connection)], newest last
         self._waiting = {}      # server -> deque of AsyncResult: messages waiting for one
+        self._in_turn = {}      # server -> deque of those of them woken in turn
+        self._turns = {}        # server -> the loop timer that wakes the first in turn
         self._greenlet = None
 
     def __len__(self):
@@ -49,14 +52,22 @@ class IdleConnections:
         self._idle.pop(server, None)
         return None
 
-    def wait(self, server, timeout):
+    def wait(self, server, timeout, in_turn=False):
         """A connection to ``server`` handed over by ``give`` within ``timeout``
-        seconds, or None. A connection given back wakes one waiter only."""
+        seconds, or None. A connection given back wakes one waiter only.
+
+        ``in_turn``: ``timeout`` is the line's, not each waiter's: every
+        ``timeout`` seconds the first waiter in turn still waiting gets None,
+        so however many wait, one wakes per ``timeout`` (hundreds of messages
+        waiting for a server's connections no longer all wake to find that
+        only one of them may open another)."""
         waiter = AsyncResult()
         queue = self._waiting.setdefault(server, collections.deque())
         queue.append(waiter)
+        if in_turn:
+            self._join_turns(server, waiter, timeout)
         try:
-            return waiter.get(timeout=timeout)
+            return waiter.get(timeout=TURN_LIMIT if in_turn else timeout)
         except gevent.Timeout:
             return waiter.value if waiter.ready() else None
         finally:
@@ -64,8 +75,36 @@ class IdleConnections:
                 waiter.set(None)        # give() skips it from now on
             while queue and queue[0].ready():
                 queue.popleft()
-            if not queue:
-                self._waiting.pop(server, None)
+            if not queue and self._waiting.get(server) is queue:
+                del self._waiting[server]       # (a line woken in turn may have a newer one)
+            if in_turn:
+                self._leave_turns(server)
+
+    def _join_turns(self, server, waiter, every):
+        line = self._in_turn.get(server)
+        if line is None:
+            line = self._in_turn[server] = collections.deque()
+            timer = self._turns[server] = gevent.get_hub().loop.timer(every, every)
+            timer.start(self._next_turn, server)
+        line.append(waiter)
+
+    def _next_turn(self, server):
+        """In the hub, every ``every`` seconds: the first still waiting gets None."""
+        line = self._in_turn.get(server, ())
+        while line:
+            waiter = line.popleft()
+            if not waiter.ready():
+                waiter.set(None)
+                break
+        self._leave_turns(server)
+
+    def _leave_turns(self, server):
+        line = self._in_turn.get(server)
+        while line and line[0].ready():
+            line.popleft()
+        if line is not None and not line:
+            del self._in_turn[server]
+            self._turns.pop(server).close()
 
     def give(self, conn, server, idle_seconds):
         """Hand ``conn`` to a message waiting for ``server``, else keep it for
@@ -127,6 +166,11 @@ class IdleConnections:
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
             self._greenlet = None
+        for server in list(self._in_turn):
+            for waiter in self._in_turn[server]:
+                if not waiter.ready():
+                    waiter.set(None)
+            self._leave_turns(server)
         idle, self._idle = self._idle, {}
         closers = [self._close(conn, wait=False) for items in idle.values() for _, conn in items]
         gevent.joinall([closer for closer in closers if closer is not None], timeout=timeout)

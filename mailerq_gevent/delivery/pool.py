@@ -25,7 +25,8 @@ Waiting, never long, and never blocking other domains:
   every ``SOFT_WAIT`` seconds; meanwhile a message waits for one to be handed
   over (reuse costs far less than a handshake, and receivers limit how many
   they take; a slow server still gets more in time, so the table's limits
-  stay the only hard ones);
+  stay the only hard ones); the waiters wake in turn, one every
+  ``SOFT_WAIT``, to open the next (``IdleConnections.wait(in_turn=True)``);
 * when the limits allow no new connection, up to ``MAX_SLOT_WAITERS``
   messages per (local IP, domain) wait up to ``SLOT_WAIT`` seconds for one,
   looking again every ``SLOT_POLL`` seconds (a close frees a slot without
@@ -114,7 +115,7 @@ class ConnectionPool:
         while True:
             conn = self._idle.take(server)
             if conn is None and self._crowded(server):
-                conn = self._idle.wait(server, SOFT_WAIT)
+                conn = self._idle.wait(server, SOFT_WAIT, in_turn=True)
                 if conn is None:
                     continue
             if conn is None:

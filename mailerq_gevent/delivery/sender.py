@@ -8,7 +8,10 @@ it binds the local IP (``source_address``), greets with the mtaname, upgrades
 with STARTTLS when the server offers it (``secure``: required, else the
 message is not sent in the clear), and sends one message per ``send`` as
 MAIL / RCPT / DATA, so every reply is known with the step that gave it
-(RFC 5321 §4.2, §3.3). Between messages the connection is reset (RSET).
+(RFC 5321 §4.2, §3.3). A transaction that ended with the reply to the end
+of its data leaves the server reset (RFC 5321 §4.1.1.4), so the next
+message starts with MAIL; one left open (a recipient refused after MAIL was
+taken) is ended with RSET before the next.
 
 ``send`` never raises for what the remote side does: it returns a
 ``result.Result`` (state, code, enhanced status, text) and marks the connection
@@ -76,6 +79,7 @@ class Connection:
         self.tls = False
         self.sent = 0               # messages sent (accepted or not) on this connection
         self.broken = False
+        self.open_transaction = False   # MAIL taken and the transaction not ended
         self._state = "connect"
         self.recorder, self.tap = recorder, NULL_TAP        # the live view's tee
 
@@ -149,7 +153,7 @@ class Connection:
     def send(self, envelope, recipient, mime, options=(), rcpt_options=()):
         """MAIL (with ``options``), RCPT (with ``rcpt_options``), DATA for one
         recipient: the Result of the step that decided."""
-        reset, self.sent = self.sent > 0, self.sent + 1
+        reset, self.sent = self.open_transaction, self.sent + 1
         smtp = self.smtp
         if "SMTPUTF8" in options:
             smtp.command_encoding = "utf-8"     # as smtplib's mail() does
@@ -178,6 +182,7 @@ class Connection:
         code, text = smtp.getreply()
         if code != 250:
             return make("mail", code, text)
+        self.open_transaction = True
         self._state = "rcpt"
         smtp.putcmd(rcpt)
         code, text = smtp.getreply()
@@ -186,11 +191,12 @@ class Connection:
             return make("rcpt", code, text)
         self._state = "data"
         code, text = smtp.data(mime)
+        self.open_transaction = False   # data() without a 354 raises, and RSET comes next
         return make("data", code, text)
 
     def _pipelined(self, reset, mail, rcpt, mime):
         """RFC 2920: [RSET,] MAIL, RCPT and DATA in one write, their replies
-        read in order, then the message: two round trips instead of five."""
+        read in order, then the message: two round trips instead of four."""
         smtp = self.smtp
         lines = (["RSET"] if reset else []) + [mail, rcpt, "DATA"]
         if any(c in line for line in lines for c in "\r\n"):
@@ -202,8 +208,10 @@ class Connection:
             if code != 250:
                 self.broken = True      # the server's state is unknown: not reused
                 return make("mail", code, text)
+        self.open_transaction = False
         replies = [smtp.getreply() for _ in range(3)]
         (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = replies
+        self.open_transaction = mail_code == 250   # until the reply to the end of data
         if data_code == 354 and (mail_code != 250 or rcpt_code not in (250, 251)):
             smtp.send(b".\r\n")       # a server that took DATA anyway: end it empty
             smtp.getreply()
@@ -216,6 +224,7 @@ class Connection:
             return make("data", data_code, data_text)
         smtp.send(stuff(mime) + (b"" if mime.endswith(b"\r\n") else b"\r\n") + b".\r\n")
         code, text = smtp.getreply()
+        self.open_transaction = False
         return make("data", code, text)
 
     def _reset(self):
@@ -227,6 +236,7 @@ class Connection:
         if code != 250:
             self.broken = True
             return make("mail", code, text)
+        self.open_transaction = False
         return None
 
     @property

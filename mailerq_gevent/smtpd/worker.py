@@ -12,8 +12,9 @@ each commit over ``worker_channel``), or to RabbitMQ. It stops cleanly on SIGTER
 and at once when the daemon goes away (nothing can be queued then).
 """
 
-from gevent import monkey
+from gevent import config, monkey
 
+config.track_greenlet_tree = False     # no spawning stack kept per greenlet (one a message)
 monkey.patch_all()
 
 import argparse  # noqa: E402
