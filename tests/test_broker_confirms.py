@@ -172,3 +172,72 @@ def test_consumer_acks_on_rabbitmq_are_coalesced_and_all_arrive(rabbit_url, queu
         assert sorted(seen) == list(range(200))
     finally:
         broker.stop(5)
+
+
+def test_consumer_acks_go_in_few_frames_whatever_the_order_of_settling(rabbit_url, queue):
+    """Settled in scrambled order within each turn, the acks still reach
+    RabbitMQ (none comes back after the consumer stops) in fewer frames than
+    messages (one ``multiple`` ack covers every tag below the oldest unsettled)."""
+    name = queue()
+    broker = Broker(rabbit_url, timeout=10)
+    try:
+        assert broker.start([name])
+        gevent.joinall([gevent.spawn(broker.publish, name, {"n": n}) for n in range(300)],
+                       raise_error=True)
+        seen, held = [], []
+
+        def handler(delivery):
+            seen.append(delivery.json()["n"])
+            held.append(delivery)
+            if len(held) == 10:         # settle ten at a time, newest first
+                batch = held[::-1]
+                del held[:]
+                gevent.spawn(lambda: [d.ack() for d in batch])
+        consumer = broker.consume(name, handler, prefetch=50)
+        wait_until(lambda: len(seen) == 300 and consumer.unsettled == 0)
+        acks = consumer._acks
+        gevent.sleep(0.1)
+        consumer.stop(5)
+        assert _depth(rabbit_url, name) == 0 and sorted(seen) == list(range(300))
+        assert 0 < acks.frames <= 300 // 10 + 5
+    finally:
+        broker.stop(5)
+
+
+def test_a_reject_among_batched_acks_is_not_covered_by_them(rabbit_url, queue):
+    """One message rejected back to the queue in the middle of acked ones
+    comes back (no ack swallowed it); one dropped is gone; one left
+    unsettled while every later one is acked is not covered by their acks:
+    it is back in the queue when the consumer stops without settling it."""
+    name = queue()
+    broker = Broker(rabbit_url, timeout=10)
+    try:
+        assert broker.start([name])
+        for n in range(40):
+            broker.publish(name, {"n": n})
+        seen = []
+
+        def handler(delivery):
+            n = delivery.json()["n"]
+            seen.append(n)
+            if n == 5:
+                return                              # never settled
+            if n == 20 and seen.count(20) == 1:
+                gevent.spawn(delivery.reject, True)  # back to the queue once
+            elif n == 30:
+                gevent.spawn(delivery.reject)        # dropped
+            else:
+                gevent.spawn(delivery.ack)
+        consumer = broker.consume(name, handler, prefetch=100)
+        wait_until(lambda: seen.count(20) == 2 and consumer.unsettled == 1)
+        acks = consumer._acks
+        gevent.sleep(0.2)
+        consumer.stop(0.5)                          # 5 unsettled: back to the queue
+        assert sorted(seen) == sorted(list(range(40)) + [20])
+        assert acks.frames > 0 and _depth(rabbit_url, name) == 1
+        with kombu.Connection(rabbit_url) as conn:
+            left = conn.SimpleQueue(name).get(timeout=5)
+            assert left.payload == {"n": 5} or b'"n":5' in left.body.replace(b" ", b"")
+            left.ack()
+    finally:
+        broker.stop(5)

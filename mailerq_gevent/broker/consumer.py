@@ -11,7 +11,10 @@ work to a pool); the work then settles the ``Delivery`` exactly once:
   original is acked, so a crash in between duplicates, never loses.
 
 At most ``prefetch`` messages are unsettled at a time. On RabbitMQ the acks
-of one turn of the event loop leave in one write (``frames.coalesce``). A handler that raises
+of one turn of the event loop leave in one write (``frames.coalesce``), and
+as few frames as the order of settling allows (``_Acks``: one ack with
+``multiple`` for every tag below the oldest still unsettled, one each above
+it); a reject leaves at once, before any ack that could cover it. A handler that raises
 leaves the message requeued with ``ERROR_DELAY``: a surprise never drops mail
 and a poison message does not spin. When the connection breaks the consumer
 reconnects with backoff; the broker gives the unacked messages to the next
@@ -20,6 +23,7 @@ consumer, and settling a delivery of the old connection does nothing.
 closes (what is still unsettled goes back to the queue).
 """
 
+import heapq
 import socket
 
 import gevent
@@ -77,10 +81,10 @@ class Delivery:
         return codec.decode(self.body)
 
     def ack(self):
-        self._settle(self.message.ack)
+        self._settle(True)
 
     def reject(self, requeue=False):
-        self._settle(lambda: self.message.reject(requeue=requeue))
+        self._settle(False, requeue)
 
     def requeue(self, delay=0.0, body=None):
         """Back to the queue after ``delay`` seconds, as ``body`` if given; raises BrokerError."""
@@ -94,11 +98,69 @@ class Delivery:
             raise
         self.ack()
 
-    def _settle(self, action):
+    def _settle(self, ack, requeue=False):
         if self.settled:
             return
         self.settled = True
-        self.consumer._settle(self, action)
+        self.consumer._settle(self, ack, requeue)
+
+
+class _Acks:
+    """The acks of one AMQP channel, gathered through one turn of the event
+    loop and sent at its end (a hub callback) in as few frames as the order
+    of settling allows. Tags are the channel's delivery tags, which grow.
+
+    ``delivered(tag)`` when a message comes; ``rejected(tag)`` when it is
+    settled otherwise (the reject itself is sent by the caller, at once);
+    ``ack(tag)``. At the end of the turn every acked tag below the oldest
+    tag still unsettled goes in one ``basic.ack(multiple=True)`` (it covers
+    no message left to settle: there is none below that one, and a rejected
+    one is gone already, its frame sent first), each above it in its own."""
+
+    def __init__(self, channel, on_error):
+        self.channel, self.on_error = channel, on_error
+        self._unsettled = set()
+        self._oldest = []           # heap of tags, some settled since (skipped lazily)
+        self._acked = []
+        self._callback = None
+        self.frames = 0             # ack frames sent (the tests look)
+
+    def delivered(self, tag):
+        self._unsettled.add(tag)
+        heapq.heappush(self._oldest, tag)
+
+    def rejected(self, tag):
+        self._unsettled.discard(tag)
+
+    def ack(self, tag):
+        self._unsettled.discard(tag)
+        self._acked.append(tag)
+        if self._callback is None:
+            self._callback = gevent.get_hub().loop.run_callback(self.flush)
+
+    def flush(self):
+        """Send the gathered acks (in the hub at the end of the turn, or at close)."""
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+        acked, self._acked = self._acked, []
+        if not acked:
+            return
+        oldest = self._oldest
+        while oldest and oldest[0] not in self._unsettled:
+            heapq.heappop(oldest)
+        below = oldest[0] if oldest else None
+        covered = [tag for tag in acked if below is None or tag < below]
+        try:
+            if covered:
+                self.channel.basic_ack(max(covered), multiple=True)
+                self.frames += 1
+            for tag in acked:
+                if below is not None and tag > below:
+                    self.channel.basic_ack(tag)
+                    self.frames += 1
+        except Exception as exc:  # noqa: BLE001 - in the hub: the connection broke; it redelivers
+            self.on_error(exc)
 
 
 class Consumer:
@@ -112,7 +174,7 @@ class Consumer:
         self._drained.set()
         self._stopping = False
         self._greenlet = None
-        self._conn = self._writer = None
+        self._conn = self._writer = self._acks = None
 
     def start(self):
         self._greenlet = gevent.spawn(self._run)
@@ -149,9 +211,10 @@ class Consumer:
 
     def _session(self):
         self._conn = connection.connect(self.backend, confirm=False)
+        channel = self._conn.channel()
         if self.backend.amqp_frames:        # the acks of one loop turn in one write
             self._writer = frames.coalesce(self._conn)
-        channel = self._conn.channel()
+            self._acks = _Acks(channel, self._ack_failed)
         consumer = kombu.Consumer(channel, [topology.queue(self.queue, self.exchange)],
                                   on_message=self._on_message, prefetch_count=self.prefetch)
         consumer.consume()
@@ -169,6 +232,9 @@ class Consumer:
         gevent.sleep(backoff)
 
     def _close(self):
+        acks, self._acks = self._acks, None
+        if acks is not None:
+            acks.flush()            # before the connection's Close, in the same stream
         conn, self._conn = self._conn, None
         writer, self._writer = self._writer, None
         self._generation += 1
@@ -184,6 +250,8 @@ class Consumer:
 
     def _on_message(self, message):
         delivery = Delivery(self, message, self._generation)
+        if self._acks is not None:
+            self._acks.delivered(message.delivery_tag)
         self.unsettled += 1
         self._drained.clear()
         try:
@@ -196,15 +264,25 @@ class Consumer:
                 except BrokerError as exc:
                     log.error("broker.requeue_failed", queue=self.queue, detail=str(exc)[:200])
 
-    def _settle(self, delivery, action):
+    def _settle(self, delivery, ack, requeue):
         if delivery.generation != self._generation:
             return              # its connection is gone; the broker redelivers it
-        self.unsettled -= 1
-        if self.unsettled <= 0:
-            self._drained.set()
+        message, acks = delivery.message, self._acks
         try:
-            with self._write_lock:
-                action()
+            if acks is not None and ack:
+                acks.ack(message.delivery_tag)      # sent at the end of this turn
+            else:
+                if acks is not None:
+                    acks.rejected(message.delivery_tag)
+                with self._write_lock:
+                    message.ack() if ack else message.reject(requeue=requeue)
         except connection.ERRORS as exc:
-            log.warning("broker.settle_failed", queue=self.queue, error=exc.__class__.__name__)
+            self._ack_failed(exc)
+        finally:
+            self.unsettled -= 1
+            if self.unsettled <= 0:
+                self._drained.set()
+
+    def _ack_failed(self, exc):
+        log.warning("broker.settle_failed", queue=self.queue, error=exc.__class__.__name__)
 
