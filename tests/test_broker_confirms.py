@@ -152,13 +152,18 @@ def test_a_failed_write_shuts_the_socket_down_for_the_reader_to_see():
     writer.close()
 
 
+def _publish_numbered(broker, name, count):
+    """``{"n": 0}`` to ``{"n": count - 1}``, published concurrently."""
+    gevent.joinall([gevent.spawn(broker.publish, name, {"n": n}) for n in range(count)],
+                   raise_error=True)
+
+
 def test_consumer_acks_on_rabbitmq_are_coalesced_and_all_arrive(rabbit_url, queue):
     name = queue()
     broker = Broker(rabbit_url, timeout=10)
     try:
         assert broker.start([name])
-        gevent.joinall([gevent.spawn(broker.publish, name, {"n": n}) for n in range(200)],
-                       raise_error=True)
+        _publish_numbered(broker, name, 200)
         seen = []
 
         def handler(delivery):
@@ -182,8 +187,7 @@ def test_consumer_acks_go_in_few_frames_whatever_the_order_of_settling(rabbit_ur
     broker = Broker(rabbit_url, timeout=10)
     try:
         assert broker.start([name])
-        gevent.joinall([gevent.spawn(broker.publish, name, {"n": n}) for n in range(300)],
-                       raise_error=True)
+        _publish_numbered(broker, name, 300)
         seen, held = [], []
 
         def handler(delivery):
@@ -213,8 +217,7 @@ def test_a_reject_among_batched_acks_is_not_covered_by_them(rabbit_url, queue):
     broker = Broker(rabbit_url, timeout=10)
     try:
         assert broker.start([name])
-        for n in range(40):
-            broker.publish(name, {"n": n})
+        _publish_numbered(broker, name, 40)
         seen = []
 
         def handler(delivery):

@@ -232,17 +232,22 @@ def test_a_refused_recipient_is_reset_before_the_next_message(world, extensions)
     MAIL's open, and the next message on the connection starts with RSET (the
     sink answers a nested MAIL with 503, as Postfix does)."""
     w = world(sink=SmtpSink(advertise=extensions).start())
+    _deliver_refuse_deliver(w, then=2)
+    assert w.sink.connections == 1 and len(w.sink.messages) == 3
+    assert w.count("retry") == 0
+
+
+def _deliver_refuse_deliver(w, then):
+    """One message delivered, one refused at RCPT (550), then ``then`` delivered."""
     w.inject()
     wait_until(lambda: w.count("success") == 1)
     w.sink.fault("rcpt", "550 5.1.1 no such user")
     w.inject()
     wait_until(lambda: w.count("failure") == 1)
     w.sink.clear_faults()
-    for n in (2, 3):
+    for n in range(2, 2 + then):
         w.inject()
         wait_until(lambda: w.count("success") == n)
-    assert w.sink.connections == 1 and len(w.sink.messages) == 3
-    assert w.count("retry") == 0
 
 
 def test_connection_maxmessages_and_idle_expiry(world):
@@ -453,14 +458,7 @@ def test_a_pipelining_server_gets_mail_rcpt_and_data_in_one_write_rset_only_when
     w.set_rows({"dns": [{"domain": "example.test", "priority": 1,
                          "address": "127.0.0.1:%d" % proxy.server_port}]})
     try:
-        w.inject()
-        wait_until(lambda: w.count("success") == 1)
-        w.sink.fault("rcpt", "550 5.1.1 no such user")
-        w.inject()
-        wait_until(lambda: w.count("failure") == 1)
-        w.sink.clear_faults()
-        w.inject()
-        wait_until(lambda: w.count("success") == 2)
+        _deliver_refuse_deliver(w, then=1)
     finally:
         proxy.stop(1)
     together = [c for c in chunks if b"MAIL FROM:" in c]
