@@ -149,16 +149,18 @@ class _Acks:
         oldest = self._oldest
         while oldest and oldest[0] not in self._unsettled:
             heapq.heappop(oldest)
-        below = oldest[0] if oldest else None
-        covered = [tag for tag in acked if below is None or tag < below]
+        if oldest:
+            covered = [tag for tag in acked if tag < oldest[0]]
+            single = [tag for tag in acked if tag > oldest[0]]
+        else:
+            covered, single = acked, ()
         try:
             if covered:
                 self.channel.basic_ack(max(covered), multiple=True)
                 self.frames += 1
-            for tag in acked:
-                if below is not None and tag > below:
-                    self.channel.basic_ack(tag)
-                    self.frames += 1
+            for tag in single:
+                self.channel.basic_ack(tag)
+                self.frames += 1
         except Exception as exc:  # noqa: BLE001 - in the hub: the connection broke; it redelivers
             self.on_error(exc)
 

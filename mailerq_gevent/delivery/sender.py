@@ -208,7 +208,6 @@ class Connection:
             if code != 250:
                 self.broken = True      # the server's state is unknown: not reused
                 return make("mail", code, text)
-        self.open_transaction = False
         replies = [smtp.getreply() for _ in range(3)]
         (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = replies
         self.open_transaction = mail_code == 250   # until the reply to the end of data
