@@ -25,6 +25,7 @@ from mailerq_gevent.console.templates import Context
 from mailerq_gevent.db import engine as db_engine, load, schema
 from mailerq_gevent.delivery.engine import DeliveryEngine
 from mailerq_gevent.delivery.stats import Stats
+from mailerq_gevent.signers import SignerPool
 from mailerq_gevent.smtpd.checks import InboundChecks
 from mailerq_gevent.smtpd.server import SMTPServer
 from mailerq_gevent.smtpd.workers import WorkerPool, worker_processes
@@ -109,7 +110,13 @@ class App:
         """The sender pool on the outbox, counting into the ``deliveries_*`` tables."""
         return DeliveryEngine(self.conf, self.broker, lambda: self.reloader.current, self.budget,
                               resolver.make_resolver(self.conf.dns_server or None),
-                              stats=Stats(self.database), recorder=self.recorder)
+                              stats=Stats(self.database), recorder=self.recorder,
+                              signer=self._signer())
+
+    def _signer(self):
+        """DKIM in ``smtp-threads`` - 1 helper processes, or here for 1."""
+        helpers = worker_processes(self.conf.smtp_threads)
+        return SignerPool(helpers, self.conf.log_level) if helpers else None
 
     def _smtp_server(self):
         """The SMTP server here, or (``smtp-threads`` > 1) in worker processes."""

@@ -10,6 +10,7 @@ Public API::
 
     Signer(cache_size=1024)
         .sign(mime, keys, now=None) -> bytes   # CRLF message, signatures on top
+        .signatures(mime, keys, now=None) -> (headers, crlf_mime)
         .parses                                # private keys parsed so far
     keys_for(settings, from_address, message_dkim=None) -> [SigningKey]
     SigningKey.from_row(dkim_key_row) -> SigningKey   # raises ValueError
@@ -301,16 +302,25 @@ class Signer:
 
     def sign(self, mime, keys, now=None):
         """``mime`` in CRLF form with one DKIM-Signature per usable key on top."""
+        headers, wire = self.signatures(mime, keys, now)
+        return headers + wire
+
+    def signatures(self, mime, keys, now=None):
+        """``(headers, wire)``: the DKIM-Signature lines to put on top (empty
+        when nothing signs) and ``mime`` in CRLF form."""
         if isinstance(mime, str):
             mime = mime.encode("utf-8", "surrogateescape")
         try:
             message = _Message(mime)
         except (dkim.MessageFormatError, IndexError) as error:
             log.warning("dkim.unsigned", reason="message does not parse: %s" % error)
-            return crlf(mime)
+            return b"", crlf(mime)
         now = int(time.time() if now is None else now)
         headers = [self._signature(message, key, now) for key in keys]
-        return b"".join(h for h in headers if h) + message.wire
+        return b"".join(h for h in headers if h), message.wire
+
+    def stop(self, timeout=None):
+        """Nothing to stop: it signs in the caller (``signers.SignerPool`` has helpers)."""
 
     def _signature(self, message, key, now):
         private = self._private(key)

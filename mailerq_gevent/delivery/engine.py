@@ -58,7 +58,7 @@ IN_HAND_BYTES = 32 * 2 ** 20    # queued bodies being delivered at once (one alo
 class DeliveryEngine:
     def __init__(self, conf, broker, settings, budget, resolver, *, stats=None,
                  router=None, prefetch=None, command_timeout=300.0, connect_timeout=30.0,
-                 clock=time.time, monotonic=time.monotonic, recorder=None):
+                 clock=time.time, monotonic=time.monotonic, recorder=None, signer=None):
         self.conf, self.broker, self.settings = conf, broker, settings
         self.queue = conf.queue("outbox")
         self.stats = stats
@@ -72,7 +72,8 @@ class DeliveryEngine:
                                     recorder=recorder)  # live view: a tee per connection
         self.pool = ConnectionPool(self.throttles, budget, connect, self.hostname,
                                    clock=monotonic)
-        self.attempts = Attempts(self.pool, self.throttles, Signer())
+        self.signer = signer or Signer()     # or signers.SignerPool: signing in helpers
+        self.attempts = Attempts(self.pool, self.throttles, self.signer)
         self.spread = Spread(clock=monotonic)
         self.senders = Pool(self.prefetch)
         self.in_hand = _Bytes(IN_HAND_BYTES)
@@ -93,6 +94,7 @@ class DeliveryEngine:
             self.consumer.stop(timeout)
         self.senders.kill(timeout=min(timeout, 5.0))
         self.pool.stop()
+        self.signer.stop()
         if self.stats is not None:
             self.stats.stop()
 
