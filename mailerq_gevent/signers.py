@@ -132,7 +132,7 @@ class SignerPool:
                 log.error("dkim.helper_not_started", index=helper.index, reason=str(error))
                 ours.close()
                 theirs.close()
-                helper.proc = None
+                helper.proc, status, reason = None, None, str(error)
             else:
                 theirs.close()      # its end is its own: its death closes the channel
                 helper.channel = FrameSocket(ours)
@@ -144,12 +144,13 @@ class SignerPool:
                                 answer = helper.pending.pop(request_id, None)
                                 if answer is not None:
                                     answer.set(headers)
-                except (ChannelClosed, OSError, pickle.UnpicklingError, ValueError):
-                    pass
+                except (ChannelClosed, OSError, pickle.UnpicklingError, ValueError) as error:
+                    reason = str(error) or error.__class__.__name__
                 finally:
-                    self._lost(helper)
+                    status = self._lost(helper)
             if not self.stopping:
-                log.error("dkim.helper_died", index=helper.index, restart_in=RESTART_DELAY)
+                log.error("dkim.helper_died", index=helper.index, status=status, reason=reason,
+                          restart_in=RESTART_DELAY)
                 gevent.sleep(RESTART_DELAY)
 
     def _lost(self, helper):
@@ -158,12 +159,14 @@ class SignerPool:
         if helper.channel is not None:
             helper.channel.close()
             helper.channel = None
+        status = None
         if helper.proc is not None:
-            _end(helper.proc)
+            status = _end(helper.proc)
             helper.proc = None
         pending, helper.pending, helper.outgoing = helper.pending, {}, []
         for answer in pending.values():
             answer.set_exception(ConnectionError("the signing process went away"))
+        return status
 
     def _flush(self, helper):
         requests, helper.outgoing = helper.outgoing, []
@@ -186,13 +189,13 @@ class SignerPool:
 def _end(proc):
     """Close a helper: it exits at the end of its channel; a stuck one is killed."""
     try:
-        proc.wait(timeout=2.0)
+        return proc.wait(timeout=2.0)
     except subprocess.TimeoutExpired:
         try:
             os.kill(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        proc.wait()
+        return proc.wait()
 
 
 # -- the helper process -------------------------------------------------------
@@ -235,10 +238,11 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.setup(args.log_level)
     sock = socket.socket(fileno=args.channel)
+    sock.setblocking(True)      # made by gevent in the daemon: non-blocking until now
     try:
         serve(sock)
-    except (ConnectionError, OSError):
-        pass
+    except (ConnectionError, OSError) as error:
+        log.error("dkim.helper_channel_failed", reason=str(error))
     finally:
         sock.close()
 
