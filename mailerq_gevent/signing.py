@@ -68,7 +68,6 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from email.parser import HeaderParser
 
 import dkim
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -104,6 +103,9 @@ _DOMAIN = re.compile(r"%s(?:\.%s)*\Z" % (_LABEL, _LABEL))
 _HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")
 _NEWLINE = re.compile(rb"\r?\n")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_FIELD = re.compile(rb"([\x21-\x7e]+?):")
+_FROM_FIELD = re.compile(rb"^from:(.*(?:\n[ \t].*)*)", re.I | re.M)   # with its folded lines
+_WSP_RUN = re.compile(rb" ?\t[\t ]*|  [\t ]*")     # every run of WSP but a lone space
 
 
 def normalise_algorithm(name):
@@ -218,11 +220,11 @@ def from_address(mime):
     """The address of the first mailbox of the first From header, or None."""
     if isinstance(mime, str):
         mime = mime.encode("utf-8", "surrogateescape")
-    head = _HEAD_END.split(mime, 1)[0].decode("utf-8", "replace")
-    value = HeaderParser().parsestr(head + "\n\n", headersonly=True).get("From")
-    if not value:
+    found = _FROM_FIELD.search(_HEAD_END.split(mime, 1)[0])
+    if found is None:
         return None
-    for _name, address in email.utils.getaddresses([str(value)]):
+    value = found.group(1).decode("utf-8", "replace").replace("\r", "")
+    for _name, address in email.utils.getaddresses([value]):
         if "@" in address:
             return address
     return None
@@ -266,17 +268,17 @@ class _Message:
 
     def __init__(self, mime):
         self.wire = crlf(mime)
-        self.headers, body = dkim.rfc822_parse(self.wire)
+        self.headers, body = _split(self.wire)
         self.names = [name.lower() for name, _value in self.headers]
-        self.body = Relaxed.canonicalize_body(body)
+        self.body = _relaxed_body(body)
         self._body_hashes = {}
 
     def relaxed_headers(self, include):
         """The relaxed form of every instance of the headers named in ``include``
         (only those: a message may carry many Received lines)."""
         wanted = set(include)
-        return Relaxed.canonicalize_headers(
-            [header for header, name in zip(self.headers, self.names) if name in wanted])
+        return [(name, _relaxed_value(value))
+                for (_field, value), name in zip(self.headers, self.names) if name in wanted]
 
     def body_hash(self, algorithm):
         hasher = _HASHES[algorithm]
@@ -358,6 +360,53 @@ class Signer:
             log.warning("dkim.key_unusable", key=key.key_id, domain=key.domain,
                         selector=key.selector, reason=str(error))
             return str(error)
+
+
+def _split(wire):
+    """``(headers, body)`` of a CRLF message as ``dkim.rfc822_parse`` gives
+    them (``[name, value + CRLF]`` pairs, a continuation line kept in its
+    header's value, an mbox ``From `` line skipped), but looking at the header
+    block alone: the body is a slice, not 1,300 lines split and joined again
+    for 100 KB. Raises ``dkim.MessageFormatError`` where it does."""
+    if not wire or wire.startswith(b"\r\n"):
+        return [], wire[2:]
+    end = wire.find(b"\r\n\r\n")
+    head, body = (wire, b"") if end < 0 else (wire[:end], wire[end + 4:])
+    headers = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b"\t", b" "):
+            if not headers:
+                raise dkim.MessageFormatError("a continuation line before any header")
+            headers[-1][1] += line + b"\r\n"
+        elif (match := _FIELD.match(line)) is not None:
+            headers.append([match.group(1), line[match.end():] + b"\r\n"])
+        elif line and not line.startswith(b"From "):
+            raise dkim.MessageFormatError("Unexpected characters in RFC822 header: %r" % line)
+    return headers, body
+
+
+def _relaxed_body(body):
+    """The relaxed body (RFC 6376 §3.4.4): runs of WSP one space, none at the
+    end of a line, no empty lines at the end, CRLF after the last. The run
+    regex (about 30 ns a byte) only where a tab or two spaces are."""
+    if b"\t" in body or b"  " in body:
+        body = _WSP_RUN.sub(b" ", body)
+    body = body.replace(b" \r\n", b"\r\n")
+    end = len(body)
+    while body.endswith(b"\r\n", 0, end):
+        end -= 2
+    body = body[:end + 2] if end < len(body) else body + b"\r\n"
+    return b"" if body == b"\r\n" else body
+
+
+def _relaxed_value(value):
+    """A header value in relaxed form (RFC 6376 §3.4.2), as dkimpy's
+    ``Relaxed.canonicalize_headers`` makes it: unfolded, WSP runs one space,
+    stripped, CRLF (the name, lower case, is the caller's)."""
+    value = value.replace(b"\r\n", b"")
+    if b"\t" in value or b"  " in value:
+        value = _WSP_RUN.sub(b" ", value)
+    return value.strip() + b"\r\n"
 
 
 def crlf(mime):

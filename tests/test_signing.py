@@ -340,6 +340,9 @@ def test_from_address():
     assert signing.from_address(folded) == "jorg@example.de"
     assert signing.from_address(b"To: a@example.com\r\n\r\nFrom: b@example.com\r\n") is None
     assert signing.from_address("From: Ünïcode <ü@exämple.com>\n\n") == "ü@exämple.com"
+    first = b"X-From: x@example.net\r\nFROM:\r\n  <a@example.com>\r\nFrom: b@example.com\r\n\r\n"
+    assert signing.from_address(first) == "a@example.com"
+    assert signing.from_address(b"From: group:;\r\nSubject: s\r\n\r\n") is None
 
 
 
@@ -348,3 +351,32 @@ def test_crlf_input_is_not_copied_and_lf_input_is_converted():
     assert signing.crlf(crlf) is crlf
     assert signing.crlf(b"From: a@example.com\n\nbody\r\nend\n") == (
         b"From: a@example.com\r\n\r\nbody\r\nend\r\n")
+
+
+def _random_messages(count, seed):
+    """Short messages from the pieces canonicalisation cares about: WSP runs,
+    CR and LF alone and together, colons, continuation lines, mbox From."""
+    import random
+    pieces = [b"a", b"B", b":", b" ", b"\t", b"  \t", b"\r", b"\n", b"\r\n", b"\r\n\r\n",
+              b"\r\n ", b"\r\n\t", b"From ", b"X-A:", b"b c", b"\x80"]
+    draw = random.Random(seed)
+    return [b"".join(draw.choice(pieces) for _ in range(draw.randint(0, 24)))
+            for _ in range(count)]
+
+
+def test_split_and_relaxed_forms_agree_with_dkimpy_on_random_messages():
+    from dkim.canonicalization import Relaxed
+    for message in _random_messages(30000, seed=13):
+        wire = signing.crlf(message)
+        try:
+            expected = dkim.rfc822_parse(wire)
+        except (dkim.MessageFormatError, IndexError):
+            with pytest.raises(dkim.MessageFormatError):
+                signing._split(wire)
+            continue
+        headers, body = signing._split(wire)
+        assert (headers, body) == ([list(h) for h in expected[0]], expected[1]), wire
+        assert signing._relaxed_body(body) == Relaxed.canonicalize_body(body), body
+        assert [(name.lower(), signing._relaxed_value(value)) for name, value in headers] == \
+            [tuple(h) for h in Relaxed.canonicalize_headers(headers)], headers
+        assert signing._relaxed_body(message) == Relaxed.canonicalize_body(message), message
