@@ -1,9 +1,11 @@
 """DKIM signatures for outgoing mail (RFC 6376, RFC 8301, RFC 8463).
 
-Owns which keys sign a message and the signing itself. dkimpy (``dkim``)
-parses the message, canonicalises (relaxed/relaxed) and hashes; the private
-key operation is ``cryptography``'s (OpenSSL), because dkimpy's own RSA is
-pure Python and about 30 times slower. Private keys are parsed once and kept
+Owns which keys sign a message and the signing itself. The message is split
+and put in relaxed form here, with whole-buffer ``bytes`` operations (the
+same bytes as dkimpy's line-by-line ``rfc822_parse`` and ``Relaxed``, nine
+times quicker for 2 KB); dkimpy (``dkim``) hashes the signed headers; the
+private key operation is ``cryptography``'s (OpenSSL), because dkimpy's own
+RSA is pure Python and about 30 times slower. Private keys are parsed once and kept
 in a bounded cache inside the :class:`Signer`, never once per message.
 
 Public API::
@@ -39,13 +41,16 @@ Signatures go on top in the order of ``keys``. Ed25519 (RFC 8463) signs the
 SHA-256 digest of the header hash; its key is PKCS#8 PEM or the base64 of the
 32-byte seed (dkimpy's ``dknewkey`` form); its TXT record has ``k=ed25519``.
 
-Where it runs: ``sign`` is CPU work in the calling greenlet, about 380 us
-for an RSA-2048 signature of a 2 KB message on a quick machine (245 us of it
-OpenSSL's private key operation, the rest canonicalisation and hashing), and
-0.9-1.3 ms on a slow one (``openssl speed rsa2048``: 1,230 signatures/s a
-core); it does no I/O. Two other places for the RSA operation were built and
-measured (``bench/relay.py --dkim --variants dkim``, interleaved runs against
-this) and are slower:
+Where it runs: ``sign`` is CPU work in the calling process, about 360 us
+for an RSA-2048 signature of a 2 KB message on a quick machine (``openssl
+speed rsa2048``: 3,630 signatures/s a core; 260 us of it OpenSSL's private
+key operation, 17 us the split and relaxed body, the rest the headers and
+their hash), 0.9-1.3 ms on a slow one (1,230 signatures/s a core); it does
+no I/O. ``signers.SignerPool`` runs it in helper processes, which the
+daemon uses with ``smtp-threads`` above 1. Two other places for the RSA
+operation alone were built and measured (``bench/relay.py --dkim --variants
+dkim``, interleaved runs against signing in the delivery greenlet) and are
+slower:
 
 * a gevent ``ThreadPool`` (``cryptography`` releases the GIL around it):
   948 against 1,122 msg/s (1.37-1.46 against 1.06-1.09 CPU ms a message) on

@@ -9,7 +9,7 @@ import gevent
 import pytest
 
 from mailerq_gevent import signers, signing
-from tests.test_signing import MESSAGE, NOW, dkimpy_results, key, records
+from tests.test_signing import MESSAGE, NOW, dkimpy_results, key, records, require_nacl
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,14 @@ def test_an_unusable_key_or_message_is_handled_in_the_helper_as_here(pool, rsa_k
     assert helpers.sign(MESSAGE, [broken], NOW) == MESSAGE
     assert helpers.sign(b"no header line at all", [key(rsa_key[0])], NOW) == \
         signing.Signer().sign(b"no header line at all", [key(rsa_key[0])], NOW)
+
+
+def test_helpers_sign_ed25519_too(pool):
+    require_nacl()
+    pem, txt = signing.generate_key("ed25519")
+    k = key(pem, algorithm="ed25519")
+    helpers = started(pool(1))
+    signed = helpers.sign(MESSAGE, [k], NOW)
+    assert helpers.local.parses == 0                                # the helper signed it
+    assert signed == signing.Signer().sign(MESSAGE, [k], now=NOW)   # Ed25519: deterministic
+    assert dkimpy_results(signed, records((k, txt))) == [True]
