@@ -56,13 +56,12 @@ from gevent.event import AsyncResult
 
 from mailerq_gevent import logs
 from mailerq_gevent.signing import Signer, crlf
-from mailerq_gevent.smtpd.worker_channel import ChannelClosed, FrameSocket
+from mailerq_gevent.smtpd.worker_channel import HEADER, ChannelClosed, FrameSocket
 
 log = logs.get(__name__)
 
 SIGN_TIMEOUT = 10.0     # seconds a sender waits for its helper before signing itself
 RESTART_DELAY = 1.0
-_HEADER_SIZE = 4
 
 
 class _Helper:
@@ -204,28 +203,32 @@ def _end(proc):
 # -- the helper process -------------------------------------------------------
 
 def serve(sock, signer=None):
-    """Answer the daemon's requests on ``sock`` until it closes."""
+    """Answer the daemon's requests on ``sock`` until it closes: the frames of
+    ``worker_channel`` read with plain blocking calls (its ``FrameSocket``
+    writes from a greenlet, and nothing here runs gevent's hub)."""
     signer = signer or Signer()
     buffer = bytearray()
     while True:
-        while len(buffer) < _HEADER_SIZE or len(buffer) < _HEADER_SIZE + _size(buffer):
+        while not _whole_frame(buffer):
             chunk = sock.recv(1 << 20)
             if not chunk:
                 return
             buffer += chunk
         replies = []
-        while len(buffer) >= _HEADER_SIZE and len(buffer) >= _HEADER_SIZE + _size(buffer):
-            end = _HEADER_SIZE + _size(buffer)
-            requests = pickle.loads(bytes(buffer[_HEADER_SIZE:end]))
+        while _whole_frame(buffer):
+            end = HEADER.size + HEADER.unpack_from(buffer)[0]
+            requests = pickle.loads(bytes(buffer[HEADER.size:end]))
             del buffer[:end]
             replies.extend((request_id, _signatures(signer, mime, keys, now))
                            for request_id, keys, now, mime in requests)
         body = pickle.dumps(replies, protocol=pickle.HIGHEST_PROTOCOL)
-        sock.sendall(len(body).to_bytes(_HEADER_SIZE, "big") + body)
+        sock.sendall(HEADER.pack(len(body)) + body)
 
 
-def _size(buffer):
-    return int.from_bytes(buffer[:_HEADER_SIZE], "big")
+def _whole_frame(buffer):
+    """Whether ``buffer`` starts with a whole frame."""
+    return len(buffer) >= HEADER.size and \
+        len(buffer) >= HEADER.size + HEADER.unpack_from(buffer)[0]
 
 
 def _signatures(signer, mime, keys, now):
