@@ -25,6 +25,7 @@ that tells the recorder every byte sent and received; nothing else changes
 (pipelining stays on), and a connection not recorded has the plain socket.
 """
 
+import io
 import smtplib
 import socket
 import ssl
@@ -130,10 +131,9 @@ class Connection:
         code, text = self.smtp.docmd("STARTTLS")
         if code != 220:
             return make("starttls", code, text) if self.secure else None
-        sock = self.smtp.sock
-        teed = isinstance(sock, TeeSocket)
-        tls = self.tls_context.wrap_socket(sock.raw if teed else sock)
-        self.smtp.sock = TeeSocket(tls, sock.tap) if teed else tls
+        sock = self.smtp.sock          # a TurnSocket or a TeeSocket: TLS wraps what is under it
+        tls = self.tls_context.wrap_socket(sock.raw)
+        self.smtp.sock = TeeSocket(tls, sock.tap) if isinstance(sock, TeeSocket) else tls
         self.smtp.file = None
         self.smtp.helo_resp = self.smtp.ehlo_resp = None
         self.smtp.esmtp_features, self.smtp.does_esmtp = {}, False
@@ -259,7 +259,8 @@ class Connection:
 
 
 class _Client(smtplib.SMTP):
-    """smtplib's client, its socket a ``TeeSocket`` when the live view records it."""
+    """smtplib's client, its socket a ``TeeSocket`` when the live view records
+    it, else a ``TurnSocket``."""
 
     def __init__(self, tap, **options):
         self.tap = tap
@@ -267,4 +268,62 @@ class _Client(smtplib.SMTP):
 
     def _get_socket(self, host, port, timeout):
         sock = super()._get_socket(host, port, timeout)
-        return sock if self.tap is NULL_TAP else TeeSocket(sock, self.tap)
+        return TurnSocket(sock) if self.tap is NULL_TAP else TeeSocket(sock, self.tap)
+
+
+class TurnSocket:
+    """gevent's socket as an SMTP client talks over it: a request, then its
+    reply. ``sendall`` tries the OS socket once (a command or a message the
+    socket buffer takes: one system call, where gevent's ``sendall`` asks for
+    SO_SNDBUF first and slices a memoryview), gevent's for the rest; the read
+    after a send waits for the socket to be readable first (the reply cannot
+    be there yet), where gevent's ``recv_into`` fails a system call and raises
+    first. Waits are gevent's, with the socket's timeout. ``raw`` is the
+    gevent socket, for TLS to wrap; anything else is its own."""
+
+    __slots__ = ("raw", "_os", "_sent")
+
+    def __init__(self, raw):
+        self.raw = raw
+        self._os = raw._sock        # non-blocking: gevent made it so
+        self._sent = False          # a request went out since the last read
+
+    def sendall(self, data):
+        self._sent = True
+        try:
+            sent = self._os.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            self.raw.sendall(memoryview(data)[sent:])
+
+    def recv_into(self, buffer):
+        raw = self.raw
+        if self._sent:
+            self._sent = False
+            raw._wait(raw._read_event)
+        while True:
+            try:
+                return self._os.recv_into(buffer)
+            except BlockingIOError:
+                raw._wait(raw._read_event)
+
+    def makefile(self, mode="rb", *args, **kwargs):
+        if mode != "rb":
+            raise ValueError("a client socket reads as binary only")
+        return io.BufferedReader(_Reader(self))
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+
+class _Reader(io.RawIOBase):
+    def __init__(self, sock):
+        super().__init__()
+        self.sock = sock
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        return self.sock.recv_into(buffer)
