@@ -1,5 +1,5 @@
 """One outgoing SMTP connection (``delivery.sender.Connection``) over its
-``TurnSocket``: what does not fit the socket buffer at once still arrives
+``ClientSocket``: what does not fit the socket buffer at once still arrives
 whole, the read after a request waits for the reply within the command
 timeout, and STARTTLS wraps the socket under it."""
 
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from mailerq_gevent import certificates
-from mailerq_gevent.delivery.sender import Connection, TurnSocket
+from mailerq_gevent.delivery.sender import Connection, ClientSocket
 from tests.smtp_sink import SmtpSink
 
 MIME = (b"From: a@origin.test\r\nTo: b@example.test\r\nSubject: s\r\n\r\n"
@@ -38,7 +38,7 @@ def test_many_messages_on_one_connection_arrive_in_order(sinks, pipelining):
     advertise = ("8BITMIME", "SIZE 104857600") + (("PIPELINING",) if pipelining else ())
     sink = sinks(advertise=advertise)
     conn = opened(sink)
-    assert isinstance(conn.smtp.sock, TurnSocket)
+    assert isinstance(conn.smtp.sock, ClientSocket)
     try:
         for n in range(50):
             result = conn.send("a@origin.test", "r%d@example.test" % n, MIME + b"%d\r\n" % n)
@@ -79,7 +79,7 @@ def test_starttls_wraps_the_socket_under_the_turn_socket(sinks, tmp_path):
     from mailerq_gevent.delivery.sender import client_context
     conn = opened(sink, tls_context=client_context())
     try:
-        assert conn.tls and not isinstance(conn.smtp.sock, TurnSocket)
+        assert conn.tls and not isinstance(conn.smtp.sock, ClientSocket)
         result = conn.send("a@origin.test", "b@example.test", MIME)
     finally:
         conn.close()

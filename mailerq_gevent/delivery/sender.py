@@ -131,7 +131,7 @@ class Connection:
         code, text = self.smtp.docmd("STARTTLS")
         if code != 220:
             return make("starttls", code, text) if self.secure else None
-        sock = self.smtp.sock          # a TurnSocket or a TeeSocket: TLS wraps what is under it
+        sock = self.smtp.sock          # a ClientSocket or a TeeSocket: TLS wraps what is under it
         tls = self.tls_context.wrap_socket(sock.raw)
         self.smtp.sock = TeeSocket(tls, sock.tap) if isinstance(sock, TeeSocket) else tls
         self.smtp.file = None
@@ -260,7 +260,7 @@ class Connection:
 
 class _Client(smtplib.SMTP):
     """smtplib's client, its socket a ``TeeSocket`` when the live view records
-    it, else a ``TurnSocket``."""
+    it, else a ``ClientSocket``."""
 
     def __init__(self, tap, **options):
         self.tap = tap
@@ -268,18 +268,19 @@ class _Client(smtplib.SMTP):
 
     def _get_socket(self, host, port, timeout):
         sock = super()._get_socket(host, port, timeout)
-        return TurnSocket(sock) if self.tap is NULL_TAP else TeeSocket(sock, self.tap)
+        return ClientSocket(sock) if self.tap is NULL_TAP else TeeSocket(sock, self.tap)
 
 
-class TurnSocket:
+class ClientSocket:
     """gevent's socket as an SMTP client talks over it: a request, then its
     reply. ``sendall`` tries the OS socket once (a command or a message the
     socket buffer takes: one system call, where gevent's ``sendall`` asks for
     SO_SNDBUF first and slices a memoryview), gevent's for the rest; the read
     after a send waits for the socket to be readable first (the reply cannot
     be there yet), where gevent's ``recv_into`` fails a system call and raises
-    first. Waits are gevent's, with the socket's timeout. ``raw`` is the
-    gevent socket, for TLS to wrap; anything else is its own."""
+    first (the server's ``smtpd.wire.TurnSocket`` does the same on its side).
+    Waits are gevent's, with the socket's timeout. ``raw`` is the gevent
+    socket, for TLS to wrap; anything else is its own."""
 
     __slots__ = ("raw", "_os", "_sent")
 
