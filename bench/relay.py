@@ -204,6 +204,9 @@ class Sink(inject.Target):
         self.name, self.port, self.out = kind, port, None
 
     def start(self):
+        if _taken(self.port):       # another bench's sink would count this one's messages
+            raise SystemExit("relay: something already listens on 127.0.0.1:%d (another "
+                             "bench?); wait for it, or give --sink-port" % self.port)
         if self.name == "smtp-sink":
             user = ["-u", "nobody"] if os.geteuid() == 0 else []
             argv = ["smtp-sink", "-c"] + user + ["127.0.0.1:%d" % self.port, "1000"]
@@ -233,6 +236,14 @@ class Sink(inject.Target):
         if self.out is not None:
             self.out.close()
         self.out = None
+
+
+def _taken(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 def sink_child(port):
