@@ -256,3 +256,24 @@ def test_a_clean_large_message_takes_the_fast_path():
     raw = HEAD + b"\r\n" + body
     assert prepare(raw, False) is raw
     assert mime.MAX_LINE == 998
+
+
+def _longest_by_split(data):
+    return max(map(len, data.split(b"\r\n")))
+
+
+def test_line_checks_agree_with_splitting_into_lines():
+    import random
+    draw = random.Random(7)
+    pieces = [b"a" * n for n in (1, 7, 300, 990, 995, 996, 997, 998, 999, 1000, 1200)]
+    for _ in range(3000):
+        data = b"".join(draw.choice(pieces + [b"\r\n", b"\r\n", b"\r", b"\n"])
+                        for _ in range(draw.randint(0, 12)))
+        assert mime._crlf_only(data) == (
+            data.count(b"\r\n") == data.count(b"\r") == data.count(b"\n")), data
+        wire = re.sub(rb"\r\n?|\n", b"\r\n", data)      # the checks' callers have CRLF only
+        assert mime._has_long_line(wire) == (_longest_by_split(wire) > mime.MAX_LINE), wire
+    edge = b"x" * 998
+    assert not mime._has_long_line(edge) and mime._has_long_line(edge + b"x")
+    assert not mime._has_long_line(edge + b"\r\n" + edge + b"\r\n")
+    assert mime._has_long_line(edge + b"\r\n" + edge + b"x\r\n" + edge)

@@ -20,7 +20,7 @@ epilogue that would need work is dropped (RFC 2046 §5.1.1: to be ignored).
 (RFC 6532), not a transfer encoding's.
 
 Most messages need nothing, and this runs for each one: ``prepare`` first
-scans with C-speed ``bytes`` methods (split, count, isascii) and returns the
+scans with C-speed ``bytes`` methods (count, rfind, isascii) and returns the
 very same bytes when all is well. Dot-stuffing is not done here:
 ``smtplib.SMTP.data`` does it (``_quote_periods``). It fixes line ends only
 for ``str`` messages; bytes go out as they are, hence the CRLF work here.
@@ -45,8 +45,8 @@ def prepare(mime, eight_bit_ok):
     """``mime`` (bytes) ready for DATA (see the module docstring)."""
     if isinstance(mime, str):
         mime = mime.encode("utf-8", "surrogateescape")
-    crlf_only, longest = _scan(mime)
-    if crlf_only and longest <= MAX_LINE and (eight_bit_ok or mime.isascii()):
+    crlf_only = _crlf_only(mime)
+    if crlf_only and (eight_bit_ok or mime.isascii()) and not _has_long_line(mime):
         return mime
     if not crlf_only:
         mime = _EOL.sub(b"\r\n", mime)
@@ -66,15 +66,29 @@ def needs_smtputf8(envelope, recipient):
     return not ((envelope or "").isascii() and (recipient or "").isascii())
 
 
-def _scan(data):
-    """(only CRLF line ends, the longest line's length without its CRLF)."""
-    lines = data.split(b"\r\n")
-    crlf_only = len(lines) - 1 == data.count(b"\n") == data.count(b"\r")
-    return crlf_only, max(map(len, lines))
+def _crlf_only(data):
+    """Whether every CR and LF in ``data`` is part of a CRLF."""
+    pairs = data.count(b"\r\n")
+    return pairs == data.count(b"\n") == data.count(b"\r")
+
+
+def _has_long_line(data):
+    """Whether a line of ``data`` (CRLF line ends only) is over MAX_LINE
+    octets without its CRLF. Window by window rather than line by line: the
+    last LF within MAX_LINE + 2 octets of a line's start ends every line up
+    to it, and none means that line is too long. About 100 ``rfind`` calls
+    for 100 KB, where splitting it into lines took four times as long."""
+    size, start = len(data), 0
+    while size - start > MAX_LINE:
+        end = data.rfind(b"\n", start, start + MAX_LINE + 2)
+        if end < 0:
+            return True
+        start = end + 1
+    return False
 
 
 def _needs_work(data, eight_bit_ok):
-    return _scan(data)[1] > MAX_LINE or not (eight_bit_ok or data.isascii())
+    return _has_long_line(data) or not (eight_bit_ok or data.isascii())
 
 
 def _entity(data, ok, default_type, top=False):
@@ -169,7 +183,7 @@ def _set_cte(head, cte, top):
 
 def _fold_header(head):
     """The header block with every line over 998 octets folded."""
-    if _scan(head)[1] <= MAX_LINE:
+    if not _has_long_line(head):
         return head
     lines = head.split(b"\r\n")
     return b"\r\n".join(_fold_line(line) if len(line) > MAX_LINE else line for line in lines)
