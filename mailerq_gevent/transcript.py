@@ -84,8 +84,8 @@ class Sampler:
 
 class TeeSocket:
     """A connected socket whose every write and read is told to ``tap`` first
-    (``sendall``, ``send``, ``recv``, and the files of ``makefile``, as
-    smtplib reads replies); anything else is the socket's own. ``raw`` is the
+    (``sendall``, ``send``, ``recv``, ``recv_into``, and so the files of
+    ``makefile``, as smtplib reads replies); anything else is the socket's own. ``raw`` is the
     socket itself, for a TLS layer to wrap."""
 
     def __init__(self, raw, tap):
@@ -105,28 +105,37 @@ class TeeSocket:
         self.tap.received(data)
         return data
 
+    def recv_into(self, buffer):
+        count = self.raw.recv_into(buffer)
+        if count:
+            self.tap.received(bytes(buffer[:count]))
+        return count
+
     def makefile(self, mode="rb", *args, **kwargs):
-        if mode != "rb":
-            raise ValueError("a teed socket reads as binary only")
-        return io.BufferedReader(_TeeReader(self))
+        return binary_file(self, mode)
 
     def __getattr__(self, name):
         return getattr(self.raw, name)
 
 
-class _TeeReader(io.RawIOBase):
-    def __init__(self, tee):
+def binary_file(sock, mode="rb"):
+    """``makefile(mode)`` for a socket wrapper (``TeeSocket``, the delivery's
+    ``ClientSocket``): buffered binary reads through its ``recv_into``."""
+    if mode != "rb":
+        raise ValueError("a wrapped socket reads as binary only")
+    return io.BufferedReader(_Reader(sock))
+
+
+class _Reader(io.RawIOBase):
+    def __init__(self, sock):
         super().__init__()
-        self.tee = tee
+        self.sock = sock
 
     def readable(self):
         return True
 
     def readinto(self, buffer):
-        count = self.tee.raw.recv_into(buffer)
-        if count:
-            self.tee.tap.received(bytes(buffer[:count]))
-        return count
+        return self.sock.recv_into(buffer)
 
 
 class Transcript:

@@ -22,10 +22,9 @@ MTAs do on port 25); ``secure`` only insists that TLS is used.
 ``recorder`` (the console's live view, ``console.live.Recorder``): when it
 records this connection, the socket under smtplib is a ``transcript.TeeSocket``
 that tells the recorder every byte sent and received; nothing else changes
-(pipelining stays on), and a connection not recorded has the plain socket.
+(pipelining stays on), and a connection not recorded has a ``ClientSocket``.
 """
 
-import io
 import smtplib
 import socket
 import ssl
@@ -35,7 +34,7 @@ import gevent
 from mailerq_gevent import logs
 from mailerq_gevent.delivery.result import make
 from mailerq_gevent.mail.data import stuff
-from mailerq_gevent.transcript import NULL_TAP, TeeSocket
+from mailerq_gevent.transcript import NULL_TAP, TeeSocket, binary_file
 
 log = logs.get(__name__)
 
@@ -310,21 +309,7 @@ class ClientSocket:
                 raw._wait(raw._read_event)
 
     def makefile(self, mode="rb", *args, **kwargs):
-        if mode != "rb":
-            raise ValueError("a client socket reads as binary only")
-        return io.BufferedReader(_Reader(self))
+        return binary_file(self, mode)
 
     def __getattr__(self, name):
         return getattr(self.raw, name)
-
-
-class _Reader(io.RawIOBase):
-    def __init__(self, sock):
-        super().__init__()
-        self.sock = sock
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        return self.sock.recv_into(buffer)
