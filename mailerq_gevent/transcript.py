@@ -85,8 +85,8 @@ class Sampler:
 class TeeSocket:
     """A connected socket whose every write and read is told to ``tap`` first
     (``sendall``, ``send``, ``recv``, ``recv_into``, and so the files of
-    ``makefile``, as smtplib reads replies); anything else is the socket's own. ``raw`` is the
-    socket itself, for a TLS layer to wrap."""
+    ``makefile``, as smtplib reads replies); anything else is the socket's
+    own. ``raw`` is the socket itself, for a TLS layer to wrap."""
 
     def __init__(self, raw, tap):
         self.raw, self.tap = raw, tap

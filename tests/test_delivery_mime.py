@@ -12,6 +12,7 @@ from gevent.server import StreamServer
 
 from mailerq_gevent.delivery import mime
 from mailerq_gevent.delivery.mime import has_8bit, needs_smtputf8, prepare
+from mailerq_gevent.mail.data import crlf_only
 
 HEAD = b"From: a@sender.example\r\nTo: b@rcpt.example\r\nSubject: test\r\n"
 UTF8_TEXT = "Grüße aus Köln\r\n".encode()
@@ -269,7 +270,7 @@ def test_line_checks_agree_with_splitting_into_lines():
     for _ in range(3000):
         data = b"".join(draw.choice(pieces + [b"\r\n", b"\r\n", b"\r", b"\n"])
                         for _ in range(draw.randint(0, 12)))
-        assert mime._crlf_only(data) == (
+        assert crlf_only(data) == (
             data.count(b"\r\n") == data.count(b"\r") == data.count(b"\n")), data
         wire = re.sub(rb"\r\n?|\n", b"\r\n", data)      # the checks' callers have CRLF only
         assert mime._has_long_line(wire) == (_longest_by_split(wire) > mime.MAX_LINE), wire

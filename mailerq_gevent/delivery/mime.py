@@ -33,6 +33,7 @@ import email.policy
 import re
 
 from mailerq_gevent.mail import headers
+from mailerq_gevent.mail.data import crlf_only
 
 MAX_LINE = 998
 FOLD_WIDTH = 78
@@ -45,10 +46,10 @@ def prepare(mime, eight_bit_ok):
     """``mime`` (bytes) ready for DATA (see the module docstring)."""
     if isinstance(mime, str):
         mime = mime.encode("utf-8", "surrogateescape")
-    crlf_only = _crlf_only(mime)
-    if crlf_only and (eight_bit_ok or mime.isascii()) and not _has_long_line(mime):
+    line_ends_ok = crlf_only(mime)
+    if line_ends_ok and (eight_bit_ok or mime.isascii()) and not _has_long_line(mime):
         return mime
-    if not crlf_only:
+    if not line_ends_ok:
         mime = _EOL.sub(b"\r\n", mime)
         if not _needs_work(mime, eight_bit_ok):
             return mime
@@ -64,12 +65,6 @@ def needs_smtputf8(envelope, recipient):
     """Whether the envelope needs the SMTPUTF8 extension (RFC 6531): an
     address with non-ASCII characters."""
     return not ((envelope or "").isascii() and (recipient or "").isascii())
-
-
-def _crlf_only(data):
-    """Whether every CR and LF in ``data`` is part of a CRLF."""
-    pairs = data.count(b"\r\n")
-    return pairs == data.count(b"\n") == data.count(b"\r")
 
 
 def _has_long_line(data):

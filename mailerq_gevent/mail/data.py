@@ -22,7 +22,12 @@ def stuff(mime):
 def unstuff(data):
     """The message in ``data`` (a CRLF, then the message): unstuffed, CRLF line ends."""
     data = data.replace(b"\r\n.", b"\r\n")[2:]
-    pairs = data.count(b"\r\n")      # three scans in C tell whether a CR or LF stands alone
-    if pairs != data.count(b"\n") or pairs != data.count(b"\r"):
+    if not crlf_only(data):
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     return data
+
+
+def crlf_only(data):
+    """Whether every CR and LF in ``data`` is part of a CRLF (three scans in C)."""
+    pairs = data.count(b"\r\n")
+    return pairs == data.count(b"\n") == data.count(b"\r")
